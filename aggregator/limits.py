@@ -1,0 +1,183 @@
+"""DSO limits and the book that turns them into per-group caps.
+
+A :class:`DsoLimit` caps the net import (kW, positive = import) of a target — a site, a
+feeder (a transformer area is a feeder here) or the whole fleet — over ``[start, end)``.
+The :class:`LimitBook` holds the limits currently known, keyed by event id (a repeated
+event id replaces the earlier limit, a cancellation removes it), and answers:
+
+* :meth:`LimitBook.caps_at` — the caps in force at one instant (fast loop), and
+* :meth:`LimitBook.caps_for_steps` — per plan step, the tightest cap of every limit that
+  overlaps the step (slow loop; conservative so a limit starting mid-step still holds).
+
+Caps combine the structural limits of the :class:`~aggregator.topology.Topology` (site
+connection, feeder rating, fleet) with the DSO limits by taking the minimum: a DSO limit
+can only tighten, never relax, a physical limit. When two DSO limits overlap on one
+target, the tighter one wins whatever their priority; priority is kept for reporting and
+for the adapters that must decide which event to acknowledge.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from types import EllipsisType
+
+import numpy as np
+from numpy.typing import NDArray
+
+from aggregator.errors import Issue
+from aggregator.topology import Topology
+
+__all__ = ["Caps", "DsoLimit", "LimitBook", "TargetType"]
+
+
+class TargetType(StrEnum):
+    SITE = "site"
+    FEEDER = "feeder"
+    FLEET = "fleet"
+
+
+@dataclass(frozen=True, slots=True)
+class DsoLimit:
+    """A cap on net import of one target over a time window (UTC, end exclusive)."""
+
+    event_id: str
+    target_type: TargetType
+    target_id: str
+    start: datetime
+    end: datetime
+    limit_kw: float
+    priority: int = 0
+    source: str = "rest"
+
+    def validate(self, topology: Topology | None = None) -> list[Issue]:
+        issues: list[Issue] = []
+        ids = (self.event_id,)
+        if not self.event_id:
+            issues.append(Issue("event_id", "must not be empty"))
+        for name, ts in (("start", self.start), ("end", self.end)):
+            if ts.tzinfo is None or ts.utcoffset() != timedelta(0):
+                issues.append(Issue(name, "must be a UTC-aware datetime", ids))
+        if (
+            self.start.tzinfo is not None
+            and self.end.tzinfo is not None
+            and (self.end <= self.start)
+        ):
+            issues.append(Issue("end", "must be after start", ids))
+        if not math.isfinite(self.limit_kw):
+            issues.append(Issue("limit_kw", "must be finite", ids))
+        if topology is not None:
+            if self.target_type is TargetType.SITE and self.target_id not in topology.site_index:
+                issues.append(Issue("target_id", f"unknown site {self.target_id!r}", ids))
+            if (
+                self.target_type is TargetType.FEEDER
+                and self.target_id not in topology.feeder_index
+            ):
+                issues.append(Issue("target_id", f"unknown feeder {self.target_id!r}", ids))
+        return issues
+
+    def overlaps(self, start: datetime, end: datetime) -> bool:
+        return self.start < end and start < self.end
+
+
+@dataclass(frozen=True, slots=True)
+class Caps:
+    """Net-import caps (kW) for sites, feeders and the fleet; ``export`` is symmetric for sites.
+
+    For one instant the arrays have shapes ``(S,)``, ``(F,)`` and ``()``; for a plan they
+    have a trailing time axis: ``(S, T)``, ``(F, T)``, ``(T,)``.
+    """
+
+    site_kw: NDArray[np.float64]
+    feeder_kw: NDArray[np.float64]
+    fleet_kw: NDArray[np.float64]
+    site_export_kw: NDArray[np.float64]
+
+
+class LimitBook:
+    """The DSO limits currently known, by event id."""
+
+    def __init__(self, topology: Topology, limits: Iterable[DsoLimit] = ()) -> None:
+        self._topology = topology
+        self._limits: dict[str, DsoLimit] = {}
+        self.version = 0
+        for lim in limits:
+            self.add(lim)
+
+    def add(self, limit: DsoLimit) -> None:
+        """Add or replace (same event id) a limit. The caller validated it."""
+        self._limits[limit.event_id] = limit
+        self.version += 1
+
+    def cancel(self, event_id: str) -> bool:
+        """Remove a limit; ``True`` when it existed."""
+        existed = self._limits.pop(event_id, None) is not None
+        if existed:
+            self.version += 1
+        return existed
+
+    def expire(self, now: datetime) -> int:
+        """Drop limits that ended before ``now``; returns how many."""
+        old = [k for k, v in self._limits.items() if v.end <= now]
+        for k in old:
+            del self._limits[k]
+        if old:
+            self.version += 1
+        return len(old)
+
+    @property
+    def limits(self) -> Sequence[DsoLimit]:
+        return tuple(self._limits.values())
+
+    def caps_at(self, t: datetime) -> Caps:
+        """Caps in force at instant ``t``."""
+        return self._caps([lim for lim in self._limits.values() if lim.start <= t < lim.end])
+
+    def caps_for_steps(self, start: datetime, step_s: float, steps: int) -> Caps:
+        """Per-step caps over ``steps`` steps of ``step_s`` seconds from ``start``."""
+        topo = self._topology
+        site = np.repeat(topo.site_limit_kw[:, None], steps, axis=1)
+        feeder = np.repeat(topo.feeder_limit_kw[:, None], steps, axis=1)
+        fleet = np.full(steps, topo.fleet_limit_kw, dtype=np.float64)
+        step = timedelta(seconds=step_s)
+        for lim in self._limits.values():
+            first = max(0, math.floor((lim.start - start) / step))
+            last = min(steps, math.ceil((lim.end - start) / step))
+            if last <= first:
+                continue
+            sl = slice(first, last)
+            self._apply(lim, site, feeder, fleet, sl)
+        export = np.repeat(topo.site_limit_kw[:, None], steps, axis=1)
+        return Caps(site, feeder, fleet, export)
+
+    def _caps(self, active: Sequence[DsoLimit]) -> Caps:
+        topo = self._topology
+        site = topo.site_limit_kw.copy()
+        feeder = topo.feeder_limit_kw.copy()
+        fleet = np.array(topo.fleet_limit_kw, dtype=np.float64)
+        for lim in active:
+            self._apply(lim, site, feeder, fleet, ...)
+        return Caps(site, feeder, fleet, topo.site_limit_kw.copy())
+
+    def _apply(
+        self,
+        lim: DsoLimit,
+        site: NDArray[np.float64],
+        feeder: NDArray[np.float64],
+        fleet: NDArray[np.float64],
+        sl: slice | EllipsisType,
+    ) -> None:
+        topo = self._topology
+        if lim.target_type is TargetType.SITE:
+            i = topo.site_index.get(lim.target_id)
+            if i is not None:
+                site[i, sl] = np.minimum(site[i, sl], lim.limit_kw)
+        elif lim.target_type is TargetType.FEEDER:
+            i = topo.feeder_index.get(lim.target_id)
+            if i is not None:
+                feeder[i, sl] = np.minimum(feeder[i, sl], lim.limit_kw)
+        else:
+            fleet[sl] = np.minimum(fleet[sl], lim.limit_kw)
