@@ -1,0 +1,251 @@
+"""The fast loop: base + participation share × activation, clipped, then limit-safe.
+
+Per signal (frequency sample or aFRR request) the :class:`Dispatcher` computes, for every
+EVSE slot at once (numpy, no Python loop over EVSEs):
+
+1. ``p = base + share_up · max(a, 0) + share_down · min(a, 0)`` where ``a`` is the
+   requested fleet deviation in kW (positive = more import);
+2. ``p`` clipped to each slot's envelope ``[lo, hi]`` (``lo ≤ 0 ≤ hi``);
+3. site, then feeder, then fleet: every group whose sum leaves its bounds (import cap,
+   and for sites the export cap) is scaled uniformly toward 0 until it fits;
+4. only if a cap is below zero (the DSO asks for export) are members pushed toward
+   their lower bound (V2G) — best effort, as far as the envelopes allow.
+
+Why uniform scaling toward 0: every envelope and every non-negative cap interval contains
+0, and scaling a whole group by ``α ∈ [0, 1]`` scales every nested subgroup's sum by
+``α`` — so fixing a feeder cannot break a site's import or export cap, and one pass
+(sites ⊂ feeders ⊂ fleet) meets every cap ≥ 0. (Scaling only the charging cars of a
+feeder could push a site with a discharging V2G car past its export cap; a property test
+found exactly that.) The result always lies inside ``[lo, hi]``. The slow work — envelopes,
+participation shares, caps — happens in :meth:`Dispatcher.prepare`, once per plan step
+or state change, not per signal.
+
+Participation shares follow the plan's per-site reserve (``reserve_up_kw`` /
+``reserve_down_kw``), split inside a site in proportion to each slot's headroom; with no
+planned reserve, the shares follow the headroom of the whole fleet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["DispatchFrame", "Dispatcher", "fcr_activation", "limit_excess_kw"]
+
+_EPS = 1e-9
+
+
+def fcr_activation(
+    hz: float, *, nominal_hz: float = 50.0, deadband_hz: float = 0.010, full_hz: float = 0.200
+) -> float:
+    """FCR activation fraction in [-1, 1]; positive = over-frequency = consume more.
+
+    Zero inside the ±deadband, full (±1) at and beyond ±``full_hz``, linear between.
+    """
+    dev = hz - nominal_hz
+    mag = (abs(dev) - deadband_hz) / (full_hz - deadband_hz)
+    if mag <= 0.0:
+        return 0.0
+    return float(np.copysign(min(mag, 1.0), dev))
+
+
+@dataclass(frozen=True)
+class DispatchFrame:
+    """Everything one dispatch needs, prepared outside the hot path.
+
+    Arrays are per slot (``n``) except the caps: ``site_cap_kw``/``site_export_kw`` per
+    site, ``feeder_cap_kw`` per feeder, ``fleet_cap_kw`` a scalar.
+    """
+
+    base_kw: NDArray[np.float64]
+    lo_kw: NDArray[np.float64]
+    hi_kw: NDArray[np.float64]
+    share_up: NDArray[np.float64]
+    share_down: NDArray[np.float64]
+    slot_site: NDArray[np.intp]
+    slot_feeder: NDArray[np.intp]
+    site_cap_kw: NDArray[np.float64]
+    site_export_kw: NDArray[np.float64]
+    feeder_cap_kw: NDArray[np.float64]
+    fleet_cap_kw: float
+
+    @property
+    def reserve_up_kw(self) -> float:
+        return float(np.sum(self.hi_kw - self.base_kw))
+
+
+def _shares(
+    base: NDArray[np.float64],
+    head: NDArray[np.float64],
+    slot_site: NDArray[np.intp],
+    site_reserve: NDArray[np.float64] | None,
+    n_sites: int,
+) -> NDArray[np.float64]:
+    head = np.maximum(head, 0.0)
+    if site_reserve is None or site_reserve.sum() <= _EPS:
+        total = head.sum()
+        return head / total if total > _EPS else np.zeros_like(base)
+    site_head = np.bincount(slot_site, weights=head, minlength=n_sites)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        within = np.where(site_head[slot_site] > _EPS, head / site_head[slot_site], 0.0)
+    # a site never promises more than its slots' headroom
+    kept = np.minimum(site_reserve, site_head)
+    total = kept.sum()
+    return within * kept[slot_site] / total if total > _EPS else np.zeros_like(base)
+
+
+def _sum_by(group: NDArray[np.intp], w: NDArray[np.float64], n: int) -> NDArray[np.float64]:
+    """Sum of ``w`` per group index (length ``n``), as float64."""
+    return np.bincount(group, weights=w, minlength=n).astype(np.float64, copy=False)
+
+
+def _shrink(
+    p: NDArray[np.float64],
+    group: NDArray[np.intp] | None,
+    upper: NDArray[np.float64],
+    lower: NDArray[np.float64] | None,
+) -> None:
+    """In place: scale every member of a group whose sum leaves ``[lower, upper]`` toward 0.
+
+    Needs ``lower ≤ 0 ≤ upper``. Scaling a whole group by ``α ∈ [0, 1]`` scales the sum of
+    every subgroup by ``α`` too, so bounds of nested groups that contain 0 stay met.
+    """
+    if group is None:
+        total = float(p.sum())
+        cap = float(upper)
+        if total > cap:
+            p *= max(cap, 0.0) / total
+        return
+    n = upper.shape[0]
+    sums = np.bincount(group, weights=p, minlength=n)
+    lo = -np.inf if lower is None else lower
+    bad = (sums > upper) | (sums < lo)
+    if not bad.any():
+        return
+    with np.errstate(divide="ignore", invalid="ignore"):
+        alpha = np.where(sums > upper, upper / sums, np.where(sums < lo, lo / sums, 1.0))
+    alpha = np.clip(np.nan_to_num(alpha, nan=0.0, posinf=0.0, neginf=0.0), 0.0, 1.0)
+    p *= alpha[group]
+
+
+def _push_to_lower(
+    p: NDArray[np.float64],
+    lo: NDArray[np.float64],
+    group: NDArray[np.intp] | None,
+    caps: NDArray[np.float64],
+) -> None:
+    """In place: for caps below zero, move members toward ``lo`` (V2G) until the cap holds."""
+    if group is None:
+        total, floor = float(p.sum()), float(lo.sum())
+        cap = float(caps)
+        if total > cap:
+            step = min(1.0, (total - cap) / (total - floor)) if total > floor else 1.0
+            p += step * (lo - p)
+        return
+    n = caps.shape[0]
+    sums = _sum_by(group, p, n)
+    low = _sum_by(group, lo, n)
+    over = sums > caps
+    if not over.any():
+        return
+    with np.errstate(divide="ignore", invalid="ignore"):
+        beta = np.where(over, np.clip((sums - caps) / (sums - low), 0.0, 1.0), 0.0)
+    beta = np.nan_to_num(beta, nan=1.0)
+    p += beta[group] * (lo - p)
+
+
+class Dispatcher:
+    """Turns a fleet deviation request into limit-safe setpoints for every slot."""
+
+    def __init__(self, cap_margin_kw: float = 1e-6) -> None:
+        self.cap_margin_kw = cap_margin_kw
+        self.frame: DispatchFrame | None = None
+
+    def prepare(
+        self,
+        *,
+        base_kw: NDArray[np.float64],
+        lo_kw: NDArray[np.float64],
+        hi_kw: NDArray[np.float64],
+        slot_site: NDArray[np.intp],
+        site_feeder: NDArray[np.intp],
+        site_cap_kw: NDArray[np.float64],
+        site_export_kw: NDArray[np.float64],
+        feeder_cap_kw: NDArray[np.float64],
+        fleet_cap_kw: float,
+        site_reserve_up_kw: NDArray[np.float64] | None = None,
+        site_reserve_down_kw: NDArray[np.float64] | None = None,
+    ) -> DispatchFrame:
+        """Precompute the frame for the coming signals (called per plan step / state change)."""
+        lo = np.minimum(lo_kw, 0.0)
+        hi = np.maximum(hi_kw, 0.0)
+        base = np.clip(base_kw, lo, hi)
+        n_sites = site_cap_kw.shape[0]
+        m = self.cap_margin_kw
+
+        def tight(cap: NDArray[np.float64]) -> NDArray[np.float64]:
+            # a hair under each positive cap absorbs float rounding of the scaling; a zero
+            # or negative cap is met exactly (a margin there would force V2G export)
+            return np.where(cap > 2 * m, cap - m, cap)
+
+        frame = DispatchFrame(
+            base_kw=base,
+            lo_kw=lo,
+            hi_kw=hi,
+            share_up=_shares(base, hi - base, slot_site, site_reserve_up_kw, n_sites),
+            share_down=_shares(base, base - lo, slot_site, site_reserve_down_kw, n_sites),
+            slot_site=slot_site,
+            slot_feeder=site_feeder[slot_site] if slot_site.size else slot_site,
+            site_cap_kw=tight(site_cap_kw),
+            site_export_kw=tight(site_export_kw),
+            feeder_cap_kw=tight(feeder_cap_kw),
+            fleet_cap_kw=float(tight(np.asarray(float(fleet_cap_kw)))),
+        )
+        self.frame = frame
+        return frame
+
+    def dispatch(
+        self, deviation_kw: float, frame: DispatchFrame | None = None
+    ) -> NDArray[np.float64]:
+        """Setpoints (kW per slot) for a requested fleet deviation (kW, + = more import)."""
+        f = frame if frame is not None else self.frame
+        if f is None:
+            raise RuntimeError("prepare() must run before dispatch()")
+        p = f.base_kw + f.share_up * max(deviation_kw, 0.0) + f.share_down * min(deviation_kw, 0.0)
+        np.clip(p, f.lo_kw, f.hi_kw, out=p)
+        self.enforce(p, f)
+        return p
+
+    @staticmethod
+    def enforce(p: NDArray[np.float64], f: DispatchFrame) -> None:
+        """In place: make ``p`` respect every cap of ``f`` without leaving ``[lo, hi]``."""
+        if not p.size:
+            return
+        _shrink(p, f.slot_site, np.maximum(f.site_cap_kw, 0.0), -f.site_export_kw)
+        _shrink(p, f.slot_feeder, np.maximum(f.feeder_cap_kw, 0.0), None)
+        _shrink(p, None, np.asarray(max(f.fleet_cap_kw, 0.0)), None)
+        # caps below zero can only be met by V2G export: best effort, down to each lo
+        if (f.site_cap_kw < 0).any():
+            _push_to_lower(p, f.lo_kw, f.slot_site, f.site_cap_kw)
+        if (f.feeder_cap_kw < 0).any():
+            _push_to_lower(p, f.lo_kw, f.slot_feeder, f.feeder_cap_kw)
+        if f.fleet_cap_kw < 0:
+            _push_to_lower(p, f.lo_kw, None, np.asarray(f.fleet_cap_kw))
+
+
+def limit_excess_kw(p: NDArray[np.float64], f: DispatchFrame) -> float:
+    """Largest amount by which ``p`` exceeds any cap of ``f`` (caps carry the safety margin,
+    so this is conservative by at most ``cap_margin_kw``)."""
+    n_sites, n_feeders = f.site_cap_kw.shape[0], f.feeder_cap_kw.shape[0]
+    site = np.bincount(f.slot_site, weights=p, minlength=n_sites)
+    feeder = np.bincount(f.slot_feeder, weights=p, minlength=n_feeders)
+    worst = max(
+        float(np.max(site - f.site_cap_kw, initial=0.0)),
+        float(np.max(-site - f.site_export_kw, initial=0.0)),
+        float(np.max(feeder - f.feeder_cap_kw, initial=0.0)),
+        float(p.sum() - f.fleet_cap_kw),
+        0.0,
+    )
+    return worst
