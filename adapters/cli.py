@@ -1,0 +1,131 @@
+"""The ``gridflex`` command line: the composition root of the embedded default.
+
+Commands: ``demo`` (built-in scenario, summary table + HTML report), ``simulate
+SCENARIO`` (a scenario file), ``schema export DIR`` (JSON Schemas of every message).
+Everything runs on the in-process bus; no server is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from adapters.inprocess import InProcessBus
+from adapters.outputs import format_summary, write_outputs
+from adapters.scenario_file import load_scenario
+from aggregator.errors import InvalidInput
+from aggregator.messages import export_schemas
+from aggregator.scenario import Scenario
+from aggregator.simulation import SimulationResult, run_simulation
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="gridflex: grid-aware flexibility aggregation for EV charging.",
+)
+schema_app = typer.Typer(no_args_is_help=True, help="Message schemas.")
+app.add_typer(schema_app, name="schema")
+
+
+def _progress(enabled: bool) -> tuple[Callable[[int, int], None] | None, Callable[[], None]]:
+    if not enabled:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, unit="tick", file=sys.stderr, mininterval=0.5)
+
+    def update(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.n = done
+        if done % 200 == 0 or done == total:
+            bar.refresh()
+
+    return update, bar.close
+
+
+def _run(scenario: Scenario, out: Path | None, progress: bool) -> SimulationResult:
+    update, close = _progress(progress)
+    try:
+        result = run_simulation(scenario, InProcessBus(), progress=update)
+    finally:
+        close()
+    if out is not None:
+        write_outputs(result, out)
+    return result
+
+
+def _fail(exc: InvalidInput) -> None:
+    typer.echo("error: the input was rejected:", err=True)
+    for issue in exc.issues:
+        typer.echo(f"  - {issue}", err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for CSVs, summary.json and report.html")] = Path(
+        "gridflex-demo"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
+    evses: Annotated[int, typer.Option(min=1, max=5000, help="Number of EVSEs")] = 300,
+    seed: Annotated[int, typer.Option(help="Random seed of the sessions")] = 7,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = sys.stderr.isatty(),
+) -> None:
+    """A day of a few hundred EVs on a real SimBench LV feeder, with no server."""
+    from adapters.demo import demo_scenario
+
+    try:
+        result = _run(demo_scenario(evses=evses, seed=seed), out, progress)
+    except InvalidInput as exc:
+        _fail(exc)
+        return
+    if as_json:
+        typer.echo(json.dumps(result.summary, indent=2))
+        return
+    typer.echo("gridflex demo — feeder " + str(result.summary["feeder"]))
+    typer.echo(format_summary(result.summary))
+    typer.echo(
+        f"\nreport: {out / 'report.html'}   data: {out}/setpoints.csv, sites.csv, summary.json"
+    )
+
+
+@app.command()
+def simulate(
+    scenario: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="YAML or JSON scenario")
+    ],
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for setpoints.csv, sites.csv, summary.json")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
+    progress: Annotated[bool, typer.Option("--progress", help="Show a progress bar")] = False,
+) -> None:
+    """Run a scenario file closed-loop through the service."""
+    try:
+        result = _run(load_scenario(scenario), out, progress)
+    except InvalidInput as exc:
+        _fail(exc)
+        return
+    if as_json:
+        typer.echo(json.dumps(result.summary, indent=2))
+    else:
+        typer.echo(format_summary(result.summary))
+
+
+@schema_app.command("export")
+def schema_export(directory: Annotated[Path, typer.Argument(help="Target folder")]) -> None:
+    """Write the JSON Schema of every message family into DIRECTORY."""
+    for p in export_schemas(directory):
+        typer.echo(str(p))
+
+
+def main() -> None:
+    app()
