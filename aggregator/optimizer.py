@@ -264,11 +264,9 @@ class Planner:
     def plan(self, req: PlanRequest) -> Plan:
         issues = req.validate()
         if issues:
-            return (
-                proportional_plan(req, f"invalid request: {issues[0]}")
-                if not any(i.field in ("steps",) for i in issues)
-                else _empty_plan(req, "invalid request")
-            )
+            # never raise in the loop: an empty (all-zero) base schedule is safe, and the
+            # reason names every problem for the log
+            return _empty_plan(req, "invalid request: " + "; ".join(map(str, issues))[:500])
         if req.n_sessions == 0:
             return _empty_plan(req, None)
         t0 = time.perf_counter()
@@ -347,6 +345,7 @@ class Planner:
 
 
 def _empty_plan(req: PlanRequest, fallback: str | None) -> Plan:
+    """An all-zero schedule (no sessions, or a request that cannot be planned)."""
     z = np.zeros((req.n_sessions, max(req.steps, 0)))
     zs = np.zeros((req.n_sites, max(req.steps, 0)))
     return Plan(

@@ -213,7 +213,10 @@ def check_energy_feasible(envelope: PowerEnvelope, energy: EnergyConstraint) -> 
         issues.append(Issue("energy.start", "starts before the envelope"))
     if energy.end > envelope.step_end(envelope.steps - 1):
         issues.append(Issue("energy.end", "ends after the envelope"))
-    lo, hi = envelope.energy_range_kwh(energy.end)
+    # energy is counted from ``energy.start``, not from the envelope's start
+    lo_end, hi_end = envelope.energy_range_kwh(energy.end)
+    lo_start, hi_start = envelope.energy_range_kwh(energy.start)
+    lo, hi = lo_end - lo_start, hi_end - hi_start
     if hi < energy.min_kwh - _TOL:
         issues.append(
             Issue(
@@ -257,10 +260,15 @@ def check_plan(plan: EnergyTransferPlan, envelope: PowerEnvelope) -> list[Issue]
     if plan.start != envelope.start or plan.step_s != envelope.step_s:
         issues.append(Issue("start", "plan and envelope time grids differ"))
     p = plan.power_kw
-    for i in np.flatnonzero((p < envelope.lower_kw - _TOL) | (p > envelope.upper_kw + _TOL)):
+    inside = (p >= envelope.lower_kw - _TOL) & (p <= envelope.upper_kw + _TOL)  # NaN: outside
+    for i in np.flatnonzero(~inside):
         issues.append(Issue("power_kw", "outside the envelope", (f"step {i}",)))
     lo95, hi95 = plan.band95_kw
     lo68, hi68 = plan.band68_kw
+    bands = {"band95_kw[0]": lo95, "band68_kw[0]": lo68, "band68_kw[1]": hi68, "band95_kw[1]": hi95}
+    wrong = [name for name, arr in bands.items() if np.shape(arr) != p.shape]
+    if wrong:
+        return issues + [Issue(n, f"shape {np.shape(bands[n])}, expected {p.shape}") for n in wrong]
     order = (lo95 <= lo68 + _TOL) & (lo68 <= p + _TOL) & (p <= hi68 + _TOL) & (hi68 <= hi95 + _TOL)
     for i in np.flatnonzero(~order):
         issues.append(Issue("bands", "need lo95 ≤ lo68 ≤ power ≤ hi68 ≤ hi95", (f"step {i}",)))

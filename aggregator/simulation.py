@@ -103,6 +103,8 @@ class SimulationResult:
     fcr_delivered_kw: NDArray[np.float64]
     energy_delivered_kwh: NDArray[np.float64]  # cumulative per step
     energy_requested_kwh: NDArray[np.float64]  # cumulative requested of arrived sessions
+    session_delivered_kwh: NDArray[np.float64]  # per session (scenario order, by arrival)
+    session_requested_kwh: NDArray[np.float64]
 
 
 def _caps_excess(
@@ -377,6 +379,8 @@ def run_simulation(
         fcr_got,
         e_got,
         e_req,
+        got,
+        want,
     )
 
 

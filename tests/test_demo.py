@@ -1,0 +1,45 @@
+"""The README's first command: ``gridflex demo`` on the real SimBench feeder, end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.slow
+def test_demo_keeps_every_limit_and_delivers_the_deliverable(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from adapters.cli import main; main()",
+            "demo",
+            "--json",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["feeder"] == "1-LV-urban6--0-sw"
+    assert summary["evses"] == 300
+    assert summary["max_limit_excess_kw"] == 0
+    assert summary["energy_delivered_kwh"] >= 0.95 * summary["energy_deliverable_kwh"]
+    assert summary["energy_delivered_kwh"] <= summary["energy_requested_kwh"] + 1e-6
+    assert summary["plan_fallbacks"] == 0
+    assert summary["fcr_activations"] > 0
+    assert json.loads((out / "summary.json").read_text()) == summary
+    html = (out / "report.html").read_text()
+    assert html.count("<svg") >= 3 and "FCR" in html
+    header = (out / "setpoints.csv").read_text().splitlines()[0]
+    assert header == "time,evse_id,power_kw"
