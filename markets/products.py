@@ -42,8 +42,9 @@ def fleet_flexibility_kw(
     """Per step, how many kW the fleet can add (up) and shed (down) around the plan.
 
     Up is limited by each session's maximum power and each site's, feeder's and fleet's
-    caps; down by each session's minimum power (V2G below zero). Sessions count only in
-    the steps they are plugged in.
+    caps; down by each session's minimum power (V2G below zero) and each site's export cap
+    (a site's connection limit holds in both directions). Sessions count only in the steps
+    they are plugged in.
     """
     t = req.steps
     n = req.n_sessions
@@ -55,9 +56,12 @@ def fleet_flexibility_kw(
     down_s = np.where(plugged, base - req.min_power_kw[:, None], 0.0)
     site_base = np.zeros((req.n_sites, t))
     site_up = np.zeros((req.n_sites, t))
+    site_down = np.zeros((req.n_sites, t))
     np.add.at(site_base, req.session_site, np.where(plugged, base, 0.0))
     np.add.at(site_up, req.session_site, up_s)
+    np.add.at(site_down, req.session_site, down_s)
     site_up = np.minimum(site_up, np.maximum(req.caps.site_kw - site_base, 0.0))
+    site_down = np.minimum(site_down, np.maximum(site_base + req.caps.site_export_kw, 0.0))
     feeder_base = np.zeros((req.n_feeders, t))
     feeder_up = np.zeros((req.n_feeders, t))
     np.add.at(feeder_base, req.site_feeder, site_base)
@@ -66,7 +70,7 @@ def fleet_flexibility_kw(
     up = np.minimum(
         feeder_up.sum(axis=0), np.maximum(req.caps.fleet_kw - site_base.sum(axis=0), 0.0)
     )
-    return up, down_s.sum(axis=0)
+    return up, site_down.sum(axis=0)
 
 
 def max_symmetric_reserve_kw(

@@ -150,7 +150,7 @@ def test_dso_limit_holds_in_the_next_batches_and_cancel_releases_it() -> None:
     assert total > 20.0
     assert svc.handle(limit(12.0)) is None
     svc.handle(freq(50.0))
-    site, total = sums_of_last_batches(sink, svc)
+    _site, total = sums_of_last_batches(sink, svc)
     assert total <= 12.0 + 1e-6
     svc.handle(Record(TOPICS.grid_signals, "f1", encode(DsoLimitCancel(ts=T0, event_id="ev1"))))
     clock.advance(1)
@@ -188,7 +188,7 @@ def test_default_failsafe_is_4_2_kw_when_caps_allow() -> None:
 
 
 def test_fcr_and_afrr_move_the_fleet_in_the_right_direction() -> None:
-    svc, _, clock = make(reserve_kw=10.0)
+    svc, _, _clock = make(reserve_kw=10.0)
     for i in range(4):
         svc.handle(start(i, "s1" if i < 2 else "s2", kw=7.4))
     base = svc.on_frequency(FrequencySample(ts=T0, hz=50.0)).setpoints_kw.sum()
