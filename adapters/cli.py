@@ -106,7 +106,9 @@ def simulate(
         Path | None, typer.Option(help="Folder for setpoints.csv, sites.csv, summary.json")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
-    progress: Annotated[bool, typer.Option("--progress", help="Show a progress bar")] = False,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal)")
+    ] = sys.stderr.isatty(),
 ) -> None:
     """Run a scenario file closed-loop through the service."""
     try:

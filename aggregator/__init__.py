@@ -40,7 +40,7 @@ from aggregator.pebc import (
     check_energy_feasible,
     check_plan,
 )
-from aggregator.planning import Plan, PlanRequest, PlanWeights
+from aggregator.planning import Plan, PlanRequest, PlanWeights, transfer_plan
 from aggregator.scenario import AnnouncedLimit, Scenario, SessionSpec, TimeSeries
 from aggregator.service import DispatchOutcome, PriceSeries, Service, ServiceConfig
 from aggregator.simulation import SimulationResult, deliverable_energy_kwh, run_simulation
@@ -99,4 +99,5 @@ __all__ = [
     "limit_excess_kw",
     "proportional_plan",
     "run_simulation",
+    "transfer_plan",
 ]

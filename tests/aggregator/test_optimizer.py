@@ -219,3 +219,28 @@ def test_invalid_request_does_not_raise() -> None:
     bad = dataclasses.replace(req, first_step=req.last_step.copy())
     plan = Planner("HIGHS").plan(bad)
     assert plan.fallback is not None and "invalid" in plan.fallback
+
+
+def test_transfer_plans_lie_in_the_envelope_with_ordered_bands() -> None:
+    from aggregator.pebc import PowerEnvelope, check_plan
+    from aggregator.planning import transfer_plan
+
+    req = request(n=20, steps=12, reserve=8.0, v2g=0.3, site_cap=60.0, feeder_cap=120.0)
+    plan = Planner("HIGHS").plan(req)
+    assert plan.fallback is None
+    widths = []
+    for j in range(req.n_sessions):
+        etp = transfer_plan(plan, req, j)
+        t = np.arange(req.steps)
+        plugged = (t >= req.first_step[j]) & (t < req.last_step[j])
+        env = PowerEnvelope.of(
+            req.start,
+            req.step_s,
+            np.where(plugged, req.min_power_kw[j], 0.0),
+            np.where(plugged, req.max_power_kw[j], 0.0),
+        )
+        assert check_plan(etp, env) == []
+        assert np.all(etp.band95_kw[1] <= env.upper_kw + TOL)
+        assert np.all(etp.band95_kw[0] >= env.lower_kw - TOL)
+        widths.append(float(np.sum(etp.band95_kw[1] - etp.band95_kw[0])))
+    assert max(widths) > 0  # the reserve shows up as bands
