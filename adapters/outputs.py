@@ -132,6 +132,9 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     width = max(len(k) for k in summary) if summary else 0
     lines = []
     for k, v in summary.items():
-        val = f"{v:,.4g}" if isinstance(v, float) else str(v)
+        if isinstance(v, float):
+            val = f"{v:,.2f}" if abs(v) >= 100 else f"{v:.4g}"
+        else:
+            val = str(v)
         lines.append(f"  {k.ljust(width)}  {val}")
     return "\n".join(lines)
