@@ -127,14 +127,16 @@ def write_report(result: SimulationResult, path: Path) -> Path:
     )
 
 
+def _readable(v: Any) -> str:
+    if not isinstance(v, float):
+        return str(v)
+    return f"{v:,.2f}" if abs(v) >= 100 else f"{v:.4g}"
+
+
 def format_summary(summary: Mapping[str, Any]) -> str:
     """A readable two-column table of the summary."""
     width = max(len(k) for k in summary) if summary else 0
     lines = []
     for k, v in summary.items():
-        if isinstance(v, float):
-            val = f"{v:,.2f}" if abs(v) >= 100 else f"{v:.4g}"
-        else:
-            val = str(v)
-        lines.append(f"  {k.ljust(width)}  {val}")
+        lines.append(f"  {k.ljust(width)}  {_readable(v)}")
     return "\n".join(lines)

@@ -100,6 +100,10 @@ def _structure_key(req: PlanRequest) -> str:
         h.update(b"|")
     h.update((req.min_power_kw < 0).tobytes())
     has_reserve = bool(np.any(req.reserve_kw > 0))
+    if req.site_constraints is not None:
+        m = sp.csr_matrix(req.site_constraints.matrix)
+        for part in (m.indptr, m.indices, m.data):
+            h.update(np.ascontiguousarray(part).tobytes())
     h.update(
         repr(
             (
@@ -211,6 +215,15 @@ class _Problem:
                 b_feeder @ site_sum <= self.feeder_cap,
                 fleet <= self.fleet_cap,
             ]
+        self.grid_upper: cp.Parameter | None = None
+        if req.site_constraints is not None and req.site_constraints.matrix.shape[0]:
+            a = sp.csr_matrix(req.site_constraints.matrix)
+            self.grid_upper = cp.Parameter(a.shape[0], name="site_constraint_upper")
+            grid_expr = a @ site_sum
+            if self.ru is not None and self.rd is not None:
+                # worst activation inside the reserve band, row by row
+                grid_expr = grid_expr + a.maximum(0) @ self.ru + (-a).maximum(0) @ self.rd
+            cons.append(grid_expr <= self.grid_upper)
         if self.price is not None:
             cost += (h / 1000.0) * (self.price @ fleet)
         if w.peak_eur_per_kw > 0:
@@ -239,6 +252,8 @@ class _Problem:
         self.reserve.value = np.maximum(req.reserve_kw, 0.0)
         if self.price is not None and req.price_eur_per_mwh is not None:
             self.price.value = req.price_eur_per_mwh
+        if self.grid_upper is not None and req.site_constraints is not None:
+            self.grid_upper.value = req.site_constraints.upper
         if self.budget is not None:
             v2g = np.flatnonzero(req.min_power_kw < 0)
             self.budget.value = np.maximum(req.discharge_budget_kwh[v2g], 0.0)

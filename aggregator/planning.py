@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,7 +28,45 @@ from aggregator.errors import Issue
 from aggregator.limits import Caps
 from aggregator.pebc import EnergyTransferPlan
 
-__all__ = ["A68", "A95", "Plan", "PlanRequest", "PlanWeights", "transfer_plan"]
+__all__ = [
+    "A68",
+    "A95",
+    "Plan",
+    "PlanRequest",
+    "PlanWeights",
+    "SiteLinearConstraints",
+    "transfer_plan",
+]
+
+
+@dataclass(frozen=True)
+class SiteLinearConstraints:
+    """Extra linear constraints on site powers: ``matrix @ site_kw ≤ upper``.
+
+    ``site_kw`` is the plan's site power flattened site-major (index ``site × steps +
+    step``, kW, positive = import). The grid package uses this to put linearised line and
+    transformer loading and bus voltage limits into the plan; the core knows nothing of
+    grids. With a reserve, each row holds for the worst activation inside the reserve
+    band (positive coefficients meet the up reserve, negative ones the down reserve).
+    ``labels`` name each row (element and step) for reporting.
+    """
+
+    matrix: Any  # scipy.sparse matrix, rows × (sites × steps)
+    upper: NDArray[np.float64]
+    labels: tuple[str, ...] = ()
+
+    def validate(self, n_sites: int, steps: int) -> list[Issue]:
+        issues: list[Issue] = []
+        rows, cols = self.matrix.shape
+        if cols != n_sites * steps:
+            issues.append(Issue("site_constraints", f"{cols} columns, expected {n_sites * steps}"))
+        if self.upper.shape != (rows,):
+            issues.append(Issue("site_constraints", f"upper has shape {self.upper.shape}"))
+        elif not np.all(np.isfinite(self.upper)):
+            issues.append(Issue("site_constraints", "upper bounds must be finite"))
+        if self.labels and len(self.labels) != rows:
+            issues.append(Issue("site_constraints", "one label per row is required"))
+        return issues
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +118,7 @@ class PlanRequest:
     reserve_kw: NDArray[np.float64]
     price_eur_per_mwh: NDArray[np.float64] | None = None
     weights: PlanWeights = field(default_factory=PlanWeights)
+    site_constraints: SiteLinearConstraints | None = None
 
     @property
     def n_sessions(self) -> int:
