@@ -292,6 +292,10 @@ class Planner:
             self._key = key
         prob = self._problem
         assert prob is not None
+        if not rebuilt:
+            # same structure, but the plugged-in fractions of the first and last steps move
+            # with every re-plan inside a step: they are values, refresh them
+            prob.idx = _index(req)
         prob.set_values(req)
         build_s = time.perf_counter() - t0
         t1 = time.perf_counter()

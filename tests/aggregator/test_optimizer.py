@@ -244,3 +244,17 @@ def test_transfer_plans_lie_in_the_envelope_with_ordered_bands() -> None:
         assert np.all(etp.band95_kw[0] >= env.lower_kw - TOL)
         widths.append(float(np.sum(etp.band95_kw[1] - etp.band95_kw[0])))
     assert max(widths) > 0  # the reserve shows up as bands
+
+
+def test_resolve_with_new_plugged_fractions_matches_a_fresh_build() -> None:
+    # regression: a re-used problem once kept the fractions of the step it was built in
+    planner = Planner("HIGHS")
+    req = request(n=40, seed=5)
+    planner.plan(req)
+    moved = dataclasses.replace(req, first_frac=np.full(40, 0.25), last_frac=np.full(40, 0.5))
+    again = planner.plan(moved)
+    assert not again.rebuilt
+    fresh = Planner("HIGHS", reuse=False).plan(moved)
+    assert again.objective == pytest.approx(fresh.objective, rel=1e-6, abs=1e-6)
+    np.testing.assert_allclose(again.power_kw, fresh.power_kw, atol=1e-4)
+    assert_plan_respects(moved, again)
