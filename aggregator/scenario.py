@@ -20,7 +20,7 @@ from aggregator.pebc import is_utc
 from aggregator.planning import PlanWeights
 from aggregator.topology import Topology
 
-__all__ = ["AnnouncedLimit", "Scenario", "SessionSpec", "TimeSeries"]
+__all__ = ["AnnouncedLimit", "Scenario", "SessionSpec", "TimeSeries", "uncontrolled_site_kw"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,3 +138,21 @@ class Scenario:
         ):
             issues.append(Issue("frequency", "values must be within 45–55 Hz"))
         return issues
+
+
+def uncontrolled_site_kw(scenario: Scenario) -> NDArray[np.float64]:
+    """Site power (sites × plan steps, step mean) if every car charged at full power from
+    arrival until its energy is in or it leaves — the baseline gridflex is compared with."""
+    step = scenario.step_s
+    start_s = scenario.start.timestamp()
+    steps = max(1, math.ceil((scenario.end.timestamp() - start_s) / step))
+    out = np.zeros((scenario.topology.n_sites, steps))
+    index = scenario.topology.site_index
+    edges = start_s + step * np.arange(steps + 1)
+    for s in scenario.sessions:  # per session, once: not on any hot path
+        a = s.arrival.timestamp()
+        full_s = 3600.0 * s.energy_kwh / s.max_power_kw
+        b = min(s.departure.timestamp(), a + full_s)
+        overlap = np.clip(np.minimum(edges[1:], b) - np.maximum(edges[:-1], a), 0.0, None)
+        out[index[s.site_id]] += s.max_power_kw * overlap / step
+    return out

@@ -36,6 +36,7 @@ from numpy.typing import NDArray
 from aggregator.dispatch import Dispatcher, DispatchFrame, fcr_activation
 from aggregator.errors import InvalidInput, Issue
 from aggregator.fleet import ApplyOutcome, ApplyResult, FleetState
+from aggregator.gridcheck import GridCheck, GridModel, plan_site_power_kw, successive_plan
 from aggregator.interfaces import DEFAULT_TOPICS, Clock, Record, SetpointSink, Topics
 from aggregator.limits import LimitBook
 from aggregator.messages import (
@@ -52,7 +53,7 @@ from aggregator.messages import (
     decode_telemetry,
 )
 from aggregator.optimizer import Planner
-from aggregator.planning import Plan, PlanRequest, PlanWeights
+from aggregator.planning import Plan, PlanRequest, PlanWeights, SiteLinearConstraints
 from aggregator.topology import Topology
 
 __all__ = ["DispatchOutcome", "PriceSeries", "Service", "ServiceConfig"]
@@ -72,6 +73,8 @@ class ServiceConfig:
     solver: str = "HIGHS"
     plan_time_limit_s: float = 30.0
     session_timeout_s: float = 7_200.0
+    grid_margin_pct: float = 2.0
+    grid_max_iterations: int = 3
     nominal_hz: float = 50.0
     deadband_hz: float = 0.010
     full_activation_hz: float = 0.200
@@ -131,6 +134,7 @@ class Service:
         sink: SetpointSink,
         planner: Planner | None = None,
         topics: Topics = DEFAULT_TOPICS,
+        grid: GridModel | None = None,
     ) -> None:
         issues = topology.validate() + config.validate()
         if issues:
@@ -144,12 +148,17 @@ class Service:
         self.limits = LimitBook(topology)
         self.planner = planner or Planner(config.solver, time_limit_s=config.plan_time_limit_s)
         self.dispatcher = Dispatcher()
+        self.grid = grid
+        self.grid_checks: list[GridCheck] = []
+        self.grid_notes: list[str] = []
+        self._grid_cache: tuple[datetime, SiteLinearConstraints | None] | None = None
         self.prices: PriceSeries | None = None
         self.counters: Counter[str] = Counter()
         self.plan: Plan | None = None
         self.plans: list[Plan] = []
         self.dispatch_s: list[float] = []
         self._plan_slots: NDArray[np.intp] = np.zeros(0, dtype=np.intp)
+        self._plan_req: PlanRequest | None = None
         self._planned_at: datetime | None = None
         self._planned_fleet_version = -1
         self._planned_limits_version = -1
@@ -293,8 +302,8 @@ class Service:
     def replan(self) -> Plan:
         now = self.clock.now()
         req, slots = self.plan_request(now)
-        plan = self.planner.plan(req)
-        self.plan, self._plan_slots = plan, slots
+        plan = self._plan_on_grid(req) if self.grid is not None else self.planner.plan(req)
+        self.plan, self._plan_slots, self._plan_req = plan, slots, req
         self.plans.append(plan)
         self._planned_at = now
         self._planned_fleet_version = self.fleet.version
@@ -304,6 +313,34 @@ class Service:
             self.counters["plans.fallback"] += 1
         self._frame_key = None
         return plan
+
+    def _plan_on_grid(self, req: PlanRequest) -> Plan:
+        """Plan with linearised grid limits, checked by AC power flow (successive)."""
+        assert self.grid is not None
+        c = self.config
+        cached = None
+        if self._grid_cache is not None and self._grid_cache[0] == req.start:
+            cached = self._grid_cache[1]  # same step: the last linearisation still fits
+        guess = None
+        if self.plan is not None and self.plan.start == req.start and self._plan_req is not None:
+            guess = plan_site_power_kw(self.plan, self._plan_req)
+        res = successive_plan(
+            req,
+            self.planner.plan,
+            self.grid,
+            guess_kw=guess,
+            max_iterations=c.grid_max_iterations,
+            margin_pct=c.grid_margin_pct,
+            cached=cached,
+        )
+        self._grid_cache = (req.start, res.constraints)
+        if res.check is not None:
+            self.grid_checks.append(res.check)
+        if res.note is not None:
+            self.grid_notes.append(res.note)
+            self.counters["plans.grid_note"] += 1
+        self.counters["plans.grid_iterations"] += res.iterations
+        return res.plan
 
     def _refresh_frame(self, now: datetime) -> None:
         plan = self.plan

@@ -27,6 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from aggregator.errors import InvalidInput
+from aggregator.gridcheck import GridModel, successive_plan
 from aggregator.interfaces import DEFAULT_TOPICS, ManualClock, MessageBus, Topics
 from aggregator.limits import Caps, DsoLimit, LimitBook
 from aggregator.messages import (
@@ -40,7 +41,7 @@ from aggregator.messages import (
 )
 from aggregator.optimizer import Planner
 from aggregator.planning import PlanRequest
-from aggregator.scenario import Scenario
+from aggregator.scenario import Scenario, uncontrolled_site_kw
 from aggregator.service import PriceSeries, Service, ServiceConfig
 
 
@@ -119,7 +120,9 @@ def _caps_excess(
     )
 
 
-def deliverable_energy_kwh(scenario: Scenario, solver: str | None = None) -> float:
+def deliverable_energy_kwh(
+    scenario: Scenario, solver: str | None = None, grid: GridModel | None = None
+) -> float:
     """Energy an oracle that knew every session and limit in advance could deliver."""
     step = scenario.step_s
     start_s = scenario.start.timestamp()
@@ -157,7 +160,8 @@ def deliverable_energy_kwh(scenario: Scenario, solver: str | None = None) -> flo
         caps=book.caps_for_steps(scenario.start, step, steps),
         reserve_kw=np.zeros(steps),
     )
-    plan = Planner(solver or scenario.solver).plan(req)
+    planner = Planner(solver or scenario.solver)
+    plan = planner.plan(req) if grid is None else successive_plan(req, planner.plan, grid).plan
     return float(np.sum(np.minimum(plan.energy_kwh, req.energy_needed_kwh)))
 
 
@@ -168,8 +172,14 @@ def run_simulation(
     config: ServiceConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
     topics: Topics = DEFAULT_TOPICS,
+    grid: GridModel | None = None,
 ) -> SimulationResult:
-    """Run ``scenario`` closed-loop through a :class:`Service` fed by ``bus``."""
+    """Run ``scenario`` closed-loop through a :class:`Service` fed by ``bus``.
+
+    With a ``grid`` model the service plans with linearised grid limits checked by AC
+    power flow, and the summary adds the AC figures of what was actually dispatched and
+    of uncontrolled charging of the same sessions.
+    """
     issues = scenario.validate()
     if issues:
         raise InvalidInput(issues)
@@ -184,7 +194,7 @@ def run_simulation(
     sessions = sorted(scenario.sessions, key=lambda s: s.arrival)
     evse_ids = sorted({s.evse_id for s in sessions})
     csms = SimulatedCsms(evse_ids)
-    svc = Service(topo, cfg, clock=clock, sink=csms, topics=topics)
+    svc = Service(topo, cfg, clock=clock, sink=csms, topics=topics, grid=grid)
     if scenario.price_eur_per_mwh is not None:
         svc.prices = PriceSeries(
             scenario.price_eur_per_mwh.times_s, scenario.price_eur_per_mwh.values
@@ -357,7 +367,9 @@ def run_simulation(
         if progress is not None:
             progress(k + 1, ticks)
 
-    summary = _summary(scenario, svc, csms, want, got, max_excess, fcr_req, fcr_got, n)
+    summary = _summary(scenario, svc, csms, want, got, max_excess, fcr_req, fcr_got, n, grid)
+    if grid is not None:
+        summary.update(_grid_summary(scenario, grid, site_sum.T.copy(), svc))
     step_times = [scenario.start + timedelta(seconds=step * i) for i in range(steps)]
     tick_times = [scenario.start + timedelta(seconds=tick * i) for i in range(ticks)]
     return SimulationResult(
@@ -394,12 +406,13 @@ def _summary(
     fcr_req: NDArray[np.float64],
     fcr_got: NDArray[np.float64],
     n: int,
+    grid: GridModel | None,
 ) -> dict[str, Any]:
     solve = [p.build_s + p.solve_s for p in svc.plans if p.solver != "none"]
     fast_ms = np.array(svc.dispatch_s) * 1000.0
     active = fcr_req != 0
     err = (fcr_got - fcr_req)[active] if active.any() else np.zeros(1)
-    deliverable = deliverable_energy_kwh(scenario)
+    deliverable = deliverable_energy_kwh(scenario, grid=grid)
     delivered = float(got.sum())
     return {
         "scenario": scenario.name,
@@ -430,4 +443,19 @@ def _summary(
         "solver": scenario.solver,
         "step_s": scenario.step_s,
         "tick_s": scenario.dispatch_tick_s,
+    }
+
+
+def _grid_summary(
+    scenario: Scenario, grid: GridModel, dispatched_kw: NDArray[np.float64], svc: Service
+) -> dict[str, Any]:
+    """AC figures of the dispatched schedule and of uncontrolled charging, per step mean."""
+    done = grid.check(scenario.start, scenario.step_s, dispatched_kw)
+    free = grid.check(scenario.start, scenario.step_s, uncontrolled_site_kw(scenario))
+    return {
+        **done.figures(),
+        "grid_violations": len(done.violations),
+        **free.figures("uncontrolled_"),
+        "uncontrolled_grid_violations": len(free.violations),
+        "grid_plan_notes": len(svc.grid_notes),
     }

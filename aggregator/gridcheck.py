@@ -1,0 +1,147 @@
+"""What the core needs from a grid model, and what an AC check reports back.
+
+The core plans with linear grid constraints and checks its plans by AC power flow, but it
+imports no grid library: a :class:`GridModel` (implemented in the ``grid`` package, on
+pandapower and power-grid-model) is injected. Site powers cross this interface as arrays
+``(sites, steps)`` in kW, positive = import, in the order of the topology's sites.
+
+:func:`successive_plan` is the loop of issue "grid awareness": linearise, plan, check by
+AC power flow; on violations re-linearise around the plan just made (bounded iterations);
+if that still fails, tighten the margin, and if even that fails, say so in the result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from aggregator.planning import Plan, PlanRequest, SiteLinearConstraints
+
+__all__ = [
+    "GridCheck",
+    "GridModel",
+    "GridPlanResult",
+    "GridViolation",
+    "plan_site_power_kw",
+    "successive_plan",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class GridViolation:
+    """One limit broken in one step: ``element`` like ``line:<name>``, ``bus:<name>``."""
+
+    step: int
+    element: str
+    kind: str
+    value: float
+    limit: float
+
+
+@dataclass(frozen=True)
+class GridCheck:
+    """The AC check of a schedule: every violation and the extreme values seen."""
+
+    violations: tuple[GridViolation, ...]
+    max_line_loading_pct: float
+    max_trafo_loading_pct: float
+    min_voltage_pu: float
+    max_voltage_pu: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def figures(self, prefix: str = "") -> dict[str, float]:
+        return {
+            f"{prefix}max_line_loading_pct": round(self.max_line_loading_pct, 3),
+            f"{prefix}max_trafo_loading_pct": round(self.max_trafo_loading_pct, 3),
+            f"{prefix}min_voltage_pu": round(self.min_voltage_pu, 5),
+            f"{prefix}max_voltage_pu": round(self.max_voltage_pu, 5),
+        }
+
+
+@runtime_checkable
+class GridModel(Protocol):
+    """A feeder model that linearises and checks schedules of site powers."""
+
+    def constraints(
+        self,
+        start: datetime,
+        step_s: float,
+        steps: int,
+        site_kw: NDArray[np.float64] | None,
+        margin_pct: float,
+    ) -> SiteLinearConstraints | None:
+        """Linear grid constraints around ``site_kw`` (``None`` = no EV load) per step."""
+        ...
+
+    def check(self, start: datetime, step_s: float, site_kw: NDArray[np.float64]) -> GridCheck:
+        """AC power flow of every step with ``site_kw`` (sites × steps) on top of the
+        feeder's own load; every violation found."""
+        ...
+
+
+def plan_site_power_kw(plan: Plan, req: PlanRequest) -> NDArray[np.float64]:
+    """The plan's average power per site and step (kW, sites × steps)."""
+    t = np.arange(req.steps)
+    frac = ((t >= req.first_step[:, None]) & (t < req.last_step[:, None])).astype(np.float64)
+    rows = np.arange(req.n_sessions)
+    frac[rows, req.first_step] = req.first_frac
+    last = req.last_step - 1
+    frac[rows, last] = np.minimum(frac[rows, last], req.last_frac)
+    out = np.zeros((req.n_sites, req.steps))
+    np.add.at(out, req.session_site, plan.power_kw * frac)
+    return out
+
+
+@dataclass(frozen=True)
+class GridPlanResult:
+    plan: Plan
+    check: GridCheck | None
+    iterations: int
+    constraints: SiteLinearConstraints | None
+    note: str | None
+
+
+def successive_plan(
+    req: PlanRequest,
+    solve: Callable[[PlanRequest], Plan],
+    grid: GridModel,
+    *,
+    guess_kw: NDArray[np.float64] | None = None,
+    max_iterations: int = 3,
+    margin_pct: float = 2.0,
+    cached: SiteLinearConstraints | None = None,
+) -> GridPlanResult:
+    """Plan with linearised grid limits until the AC check passes (see module docstring).
+
+    ``cached`` constraints (e.g. from an earlier plan in the same step) are tried first;
+    they are replaced by a fresh linearisation as soon as the AC check finds a violation.
+    """
+    cons = cached or grid.constraints(req.start, req.step_s, req.steps, guess_kw, margin_pct)
+    plan = solve(dataclasses.replace(req, site_constraints=cons))
+    check = grid.check(req.start, req.step_s, plan_site_power_kw(plan, req))
+    iterations = 1
+    margin = margin_pct
+    while not check.ok and iterations < max_iterations + 2:
+        if iterations >= max_iterations:
+            margin *= 3.0  # successive linearisation did not converge: tighten
+        cons = grid.constraints(
+            req.start, req.step_s, req.steps, plan_site_power_kw(plan, req), margin
+        )
+        plan = solve(dataclasses.replace(req, site_constraints=cons))
+        check = grid.check(req.start, req.step_s, plan_site_power_kw(plan, req))
+        iterations += 1
+    note = None
+    if not check.ok:
+        note = f"grid: {len(check.violations)} AC violations remain after {iterations} plans"
+    elif margin != margin_pct:
+        note = f"grid: margin tightened to {margin:.1f} % to pass the AC check"
+    return GridPlanResult(plan, check, iterations, cons, note)
