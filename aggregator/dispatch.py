@@ -124,7 +124,8 @@ def _shrink(
     bad = (sums > upper) | (sums < lo)
     if not bad.any():
         return
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # np.where evaluates every branch: silence the ones not taken (0/0, tiny sums)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         alpha = np.where(sums > upper, upper / sums, np.where(sums < lo, lo / sums, 1.0))
     alpha = np.clip(np.nan_to_num(alpha, nan=0.0, posinf=0.0, neginf=0.0), 0.0, 1.0)
     p *= alpha[group]
@@ -150,7 +151,7 @@ def _push_to_lower(
     over = sums > caps
     if not over.any():
         return
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         beta = np.where(over, np.clip((sums - caps) / (sums - low), 0.0, 1.0), 0.0)
     beta = np.nan_to_num(beta, nan=1.0)
     p += beta[group] * (lo - p)
