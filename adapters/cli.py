@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from adapters.audit import audit_app
 from adapters.inprocess import InProcessBus
 from adapters.outputs import format_summary, write_outputs
 from adapters.scenario_file import load_scenario
@@ -32,6 +33,7 @@ app = typer.Typer(
 )
 schema_app = typer.Typer(no_args_is_help=True, help="Message schemas.")
 app.add_typer(schema_app, name="schema")
+app.add_typer(audit_app, name="audit", help="Hash-chained audit log of limits and fallbacks.")
 
 
 def _progress(enabled: bool) -> tuple[Callable[[int, int], None] | None, Callable[[], None]]:
@@ -120,6 +122,24 @@ def simulate(
         typer.echo(json.dumps(result.summary, indent=2))
     else:
         typer.echo(format_summary(result.summary))
+
+
+@app.command()
+def serve(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML settings (environment overrides)")
+    ] = None,
+) -> None:
+    """Run the service: on Kafka when GRIDFLEX_KAFKA__BOOTSTRAP is set, else in-process."""
+    from adapters.serve import serve as run
+    from adapters.settings import load_settings
+
+    try:
+        settings = load_settings(config)
+    except InvalidInput as exc:
+        _fail(exc)
+        return
+    raise typer.Exit(code=run(settings))
 
 
 @schema_app.command("export")

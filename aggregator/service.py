@@ -16,7 +16,10 @@ Loops:
 * fast: :meth:`on_frequency` turns a frequency sample (FCR) or an aFRR request into a
   fleet deviation, dispatches, and publishes one batch per CSMS.
 
-Every batch carries ``valid_until`` and each EVSE's failsafe limit: the configured
+Sequence numbers are per CSMS, strictly increasing, and never below the batch's issue
+time in epoch milliseconds, so a restarted replica (or the one that takes a feeder over)
+is not mistaken for a replay. Every batch carries ``valid_until`` and each EVSE's
+failsafe limit: the configured
 failsafe power (default 4.2 kW), lowered where needed so that all EVSEs of a site, a
 feeder or the fleet falling back together still respect the tightest cap known for the
 failsafe duration.
@@ -154,6 +157,8 @@ class Service:
         self._grid_cache: tuple[datetime, SiteLinearConstraints | None] | None = None
         self.prices: PriceSeries | None = None
         self.counters: Counter[str] = Counter()
+        # EVSEs whose state changed since a bus adapter last wrote them out (state topic)
+        self.changed_evses: set[str] = set()
         self.plan: Plan | None = None
         self.plans: list[Plan] = []
         self.dispatch_s: list[float] = []
@@ -196,6 +201,7 @@ class Service:
         self.counters[f"telemetry.{res.outcome.value}"] += 1
         if res.outcome is ApplyOutcome.APPLIED:
             self._telemetry_since_frame = True
+            self.changed_evses.add(msg.evse_id)
         return res
 
     def on_grid_signal(self, msg: GridSignal) -> str | None:
@@ -431,7 +437,9 @@ class Service:
         p = self.dispatcher.dispatch(deviation_kw, frame)
         valid_until = now + timedelta(seconds=self.config.setpoint_validity_s)
         for cs, (ix, evse_ids) in self._csms_slots.items():
-            self._seq[cs] += 1
+            # epoch milliseconds, strictly increasing: a restarted service or the replica
+            # that takes over a feeder continues above every sequence number sent before
+            self._seq[cs] = max(self._seq[cs] + 1, int(now.timestamp() * 1000))
             # trusted, internally built data: construct without re-validating 10k floats
             batch = SetpointBatch.model_construct(
                 csms_id=cs,
