@@ -322,6 +322,7 @@ def test_export_schemas(tmp_path: Path) -> None:
     for msg, decode in every_model():
         samples[by_decoder[decode]].append(msg)
     import jsonschema  # a dev dependency: the exported schemas must validate real messages
+
     for path in paths:
         schema = json.loads(path.read_text(encoding="utf-8"))
         name = path.name.removesuffix(".schema.json")

@@ -1,0 +1,155 @@
+"""Configuration of ``gridflex serve``: environment (``GRIDFLEX_`` prefix, nested with
+``__``) or a YAML file, validated by pydantic-settings; and the site registry file.
+
+Example environment::
+
+    GRIDFLEX_TOPOLOGY=/etc/gridflex/topology.yaml
+    GRIDFLEX_KAFKA__BOOTSTRAP=127.0.0.1:9092
+    GRIDFLEX_KAFKA__GROUP_ID=gridflex
+    GRIDFLEX_HTTP_PORT=8080
+    GRIDFLEX_SERVICE__RESERVE_KW=500
+
+Without ``GRIDFLEX_KAFKA__BOOTSTRAP`` the service runs on the embedded in-process bus.
+The topology file lists feeders and sites::
+
+    feeders:
+      - {id: f1, limit_kw: 600}
+    sites:
+      - {id: s1, feeder: f1, connection_limit_kw: 150, csms: csms-a}
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from aggregator.errors import ConfigError, Issue
+from aggregator.interfaces import Topics
+from aggregator.service import ServiceConfig
+from aggregator.topology import Feeder, Site, Topology
+
+__all__ = ["KafkaSettings", "ServeSettings", "ServiceSettings", "load_settings", "load_topology"]
+
+
+class KafkaSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bootstrap: str
+    group_id: str = "gridflex"
+    client_id: str = "gridflex"
+    telemetry_topic: str = "gridflex.telemetry"
+    grid_signals_topic: str = "gridflex.grid-signals"
+    frequency_topic: str = "gridflex.frequency"
+    setpoints_topic: str = "gridflex.setpoints"
+    state_topic: str = "gridflex.state"
+    deadletter_topic: str = "gridflex.deadletter"
+    session_timeout_ms: int = Field(6000, ge=1000)
+    heartbeat_interval_ms: int = Field(1000, ge=100)
+    max_poll_records: int = Field(2000, ge=1)
+
+    def topics(self) -> Topics:
+        return Topics(
+            telemetry=self.telemetry_topic,
+            grid_signals=self.grid_signals_topic,
+            frequency=self.frequency_topic,
+            setpoints=self.setpoints_topic,
+            state=self.state_topic,
+            deadletter=self.deadletter_topic,
+        )
+
+
+class ServiceSettings(BaseModel):
+    """The :class:`~aggregator.service.ServiceConfig` fields, with their defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    plan_step_s: float = 900.0
+    horizon_s: float = 86_400.0
+    setpoint_validity_s: float = 120.0
+    failsafe_kw: float = 4.2
+    failsafe_duration_s: float = 7_200.0
+    reserve_kw: float = 0.0
+    solver: str = "HIGHS"
+    plan_time_limit_s: float = 30.0
+
+    def config(self) -> ServiceConfig:
+        return ServiceConfig(**self.model_dump())
+
+
+class ServeSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GRIDFLEX_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    topology: Path
+    kafka: KafkaSettings | None = None
+    service: ServiceSettings = ServiceSettings()
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8080, ge=0, le=65535)
+    log_format: Literal["json", "console"] = "json"
+    log_level: str = "INFO"
+    tick_s: float = Field(1.0, gt=0)
+
+
+def _issues(exc: ValidationError) -> list[Issue]:
+    return [Issue(".".join(str(p) for p in e["loc"]) or "settings", e["msg"]) for e in exc.errors()]
+
+
+def load_settings(file: Path | None = None, **overrides: Any) -> ServeSettings:
+    """Settings from the environment, optionally under a YAML file's values."""
+    data: dict[str, Any] = {}
+    if file is not None:
+        try:
+            loaded = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError([Issue(str(file), f"cannot read: {exc}")]) from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError([Issue(str(file), "must be a mapping")])
+        data.update(loaded)
+    data.update(overrides)
+    try:
+        return ServeSettings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_issues(exc)) from exc
+
+
+def load_topology(path: Path) -> Topology:
+    """Feeders and sites from a YAML/JSON file; every problem is reported at once."""
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError([Issue(str(path), f"cannot read: {exc}")]) from exc
+    issues: list[Issue] = []
+    if not isinstance(doc, dict):
+        raise ConfigError([Issue(str(path), "must be a mapping with feeders and sites")])
+    feeders: list[Feeder] = []
+    for i, f in enumerate(doc.get("feeders") or []):
+        try:
+            feeders.append(Feeder(str(f["id"]), float(f["limit_kw"]), str(f.get("name", ""))))
+        except (KeyError, TypeError, ValueError):
+            issues.append(Issue(f"feeders[{i}]", "needs id and limit_kw"))
+    sites: list[Site] = []
+    for i, s in enumerate(doc.get("sites") or []):
+        try:
+            sites.append(
+                Site(
+                    str(s["id"]),
+                    str(s["feeder"]),
+                    float(s["connection_limit_kw"]),
+                    s.get("bus"),
+                    str(s.get("csms", "csms")),
+                )
+            )
+        except (KeyError, TypeError, ValueError):
+            issues.append(Issue(f"sites[{i}]", "needs id, feeder and connection_limit_kw"))
+    fleet = doc.get("fleet_limit_kw")
+    topo = Topology(tuple(feeders), tuple(sites), math.inf if fleet is None else float(fleet))
+    issues.extend(topo.validate())
+    if issues:
+        raise ConfigError(issues)
+    return topo
