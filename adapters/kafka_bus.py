@@ -117,6 +117,7 @@ class StreamRunner:
         self.last_loop = time.monotonic()
         self._make_service = make_service
         self._last_tick = 0.0
+        self._assigned: list[TopicPartition] | None = None
         self.producer = KafkaProducer(
             bootstrap_servers=kafka.bootstrap,
             client_id=f"{kafka.client_id}-producer",
@@ -164,35 +165,43 @@ class StreamRunner:
         raise InvalidInput(f"topic {topic!r} has no partitions (does it exist?)")
 
     def _on_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        # runs on kafka-python's IO thread: no blocking calls here. Every record polled so
+        # far was committed at the end of its cycle, so nothing is left to commit.
         self.ready = False
         self.metrics.ready.set(0)
-        self.producer.flush()
-        try:
-            self.consumer.commit()
-        except Exception as exc:  # a commit during a rebalance may fail; records replay
-            log.warning("commit_on_revoke_failed", error=str(exc))
-        self.service = None
+        self.service = None  # stop publishing for the feeders we may lose
         log.info("partitions_revoked", partitions=[f"{p.topic}:{p.partition}" for p in revoked])
 
     def _on_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        # IO thread too: only note the assignment; poll_once rebuilds on the main thread
+        self._assigned = list(assigned)
+
+    def _rebuild(self, assigned: list[TopicPartition]) -> None:
+        """A fresh service for the feeders now owned, restored from the state topic."""
         n = len(self._partitions(self.consumer, self.topics.telemetry))
         owned = {p.partition for p in assigned if p.topic == self.topics.telemetry}
         topo = owned_topology(self.topology, n, owned)
-        if self._make_service is not None:
-            svc = self._make_service(topo)
-        else:
-            svc = Service(topo, self.config, clock=self.clock, sink=self.sink, topics=self.topics)
-        restored = self._restore(svc) if topo.sites else 0
+        svc: Service | None = None
+        restored = 0
+        if topo.sites:  # a replica may own partitions no feeder hashes to: it idles, ready
+            if self._make_service is not None:
+                svc = self._make_service(topo)
+            else:
+                svc = Service(
+                    topo, self.config, clock=self.clock, sink=self.sink, topics=self.topics
+                )
+            restored = self._restore(svc)
         signals = [p for p in assigned if p.topic == self.topics.grid_signals]
         if signals:
-            self.consumer.seek_to_beginning(*signals)
+            self.consumer.seek_to_beginning(*signals)  # limits are idempotent by event id
         self.service = svc
         self.ready = True
         self.metrics.ready.set(1)
+        feeders = [f.feeder_id for f in topo.feeders]
         log.info(
             "partitions_assigned",
             partitions=sorted(owned),
-            feeders=[f.feeder_id for f in topo.feeders],
+            feeders=feeders,
             restored_sessions=restored,
         )
 
@@ -242,6 +251,9 @@ class StreamRunner:
         batch = self.consumer.poll(
             timeout_ms=0 if done else timeout_ms, max_records=self.kafka.max_poll_records
         )
+        if self._assigned is not None:
+            assigned, self._assigned = self._assigned, None
+            self._rebuild(assigned)
         svc = self.service
         for tp, records in batch.items():
             for r in records:

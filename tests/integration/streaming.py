@@ -1,0 +1,204 @@
+"""Helpers for the streaming tests: topics, replicas as real ``gridflex serve`` processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+
+from aggregator.messages import SessionStarted, SetpointBatch, decode_setpoints, encode
+
+TOPOLOGY = """
+feeders:
+  - {id: f1, limit_kw: 60}
+  - {id: f2, limit_kw: 80}
+sites:
+  - {id: s1, feeder: f1, connection_limit_kw: 40, csms: csms-f1}
+  - {id: s2, feeder: f1, connection_limit_kw: 30, csms: csms-f1}
+  - {id: s3, feeder: f2, connection_limit_kw: 50, csms: csms-f2}
+"""
+SITE_FEEDER = {"s1": "f1", "s2": "f1", "s3": "f2"}
+SITE_CAP = {"s1": 40.0, "s2": 30.0, "s3": 50.0}
+FEEDER_CAP = {"f1": 60.0, "f2": 80.0}
+NAMES = ("telemetry", "grid-signals", "frequency", "setpoints", "state", "deadletter")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Streams:
+    bootstrap: str
+    prefix: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:8]}")
+
+    def topic(self, name: str) -> str:
+        return f"{self.prefix}.{name}"
+
+    def create(self, partitions: int = 6) -> None:
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
+        topics = [NewTopic(self.topic(n), partitions, 1) for n in NAMES if n != "state"]
+        topics.append(
+            NewTopic(
+                self.topic("state"), partitions, 1, topic_configs={"cleanup.policy": "compact"}
+            )
+        )
+        admin.create_topics(topics)
+        admin.close()
+
+    def env(self, topology: Path, group: str, http_port: int) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "GRIDFLEX_TOPOLOGY": str(topology),
+                "GRIDFLEX_KAFKA__BOOTSTRAP": self.bootstrap,
+                "GRIDFLEX_KAFKA__GROUP_ID": group,
+                "GRIDFLEX_KAFKA__TELEMETRY_TOPIC": self.topic("telemetry"),
+                "GRIDFLEX_KAFKA__GRID_SIGNALS_TOPIC": self.topic("grid-signals"),
+                "GRIDFLEX_KAFKA__FREQUENCY_TOPIC": self.topic("frequency"),
+                "GRIDFLEX_KAFKA__SETPOINTS_TOPIC": self.topic("setpoints"),
+                "GRIDFLEX_KAFKA__STATE_TOPIC": self.topic("state"),
+                "GRIDFLEX_KAFKA__DEADLETTER_TOPIC": self.topic("deadletter"),
+                "GRIDFLEX_HTTP_PORT": str(http_port),
+                "GRIDFLEX_SERVICE__RESERVE_KW": "10",
+                "GRIDFLEX_LOG_FORMAT": "json",
+            }
+        )
+        return env
+
+    def producer(self) -> KafkaProducer:
+        return KafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+
+    def consumer(self, name: str) -> KafkaConsumer:
+        return KafkaConsumer(
+            self.topic(name),
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+
+
+class Replica:
+    """``gridflex serve`` in a subprocess of its own (so SIGKILL is real)."""
+
+    def __init__(self, streams: Streams, topology: Path, group: str, log: Path) -> None:
+        self.port = free_port()
+        self.log = log
+        self._fh = log.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from adapters.cli import main; main()", "serve"],
+            env=streams.env(topology, group, self.port),
+            stdout=self._fh,
+            stderr=self._fh,
+        )
+
+    def get(self, path: str) -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+        except OSError:
+            return 0
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
+            return str(r.read().decode())
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"replica exited: {self.log.read_text()[-3000:]}")
+            if self.get("/readyz") == 200:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"replica not ready: {self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._fh.close()
+        return int(self.proc.returncode)
+
+    def log_events(self) -> list[dict[str, object]]:
+        out = []
+        for line in self.log.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+
+def session(i: int, site: str, t: datetime) -> SessionStarted:
+    return SessionStarted(
+        ts=t,
+        feeder_id=SITE_FEEDER[site],
+        site_id=site,
+        evse_id=f"e{i:02d}",
+        csms_id=f"csms-{SITE_FEEDER[site]}",
+        session_id=f"sess-{i}",
+        departure=t + timedelta(hours=8),
+        energy_requested_kwh=40.0,
+        max_power_kw=11.0,
+    )
+
+
+def send(producer: KafkaProducer, topic: str, key: str | None, msg: object) -> None:
+    producer.send(topic, key=key.encode() if key else None, value=encode(msg))  # type: ignore[arg-type]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def read_batches(consumer: KafkaConsumer, seconds: float) -> list[SetpointBatch]:
+    out: list[SetpointBatch] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=200).values():
+            out.extend(decode_setpoints(r.value) for r in records)
+    return out
+
+
+def sums(batches: list[SetpointBatch]) -> tuple[dict[str, float], dict[str, float]]:
+    """Site and feeder sums of the latest setpoint of every EVSE in ``batches``."""
+    latest: dict[str, float] = {}
+    for b in batches:
+        latest.update(zip(b.evse_ids, b.power_kw, strict=True))
+    site = dict.fromkeys(SITE_CAP, 0.0)
+    for evse, p in latest.items():
+        site[SITE_OF[evse]] += p
+    feeder = dict.fromkeys(FEEDER_CAP, 0.0)
+    for s, p in site.items():
+        feeder[SITE_FEEDER[s]] += p
+    return site, feeder
+
+
+SITE_OF = {f"e{i:02d}": ("s1", "s2", "s3")[i % 3] for i in range(30)}
