@@ -18,11 +18,13 @@ import typer
 from adapters.audit import audit_app
 from adapters.inprocess import InProcessBus
 from adapters.outputs import format_summary, write_outputs
-from adapters.scenario_file import load_scenario
+from adapters.scenario_file import load_scenario_and_feeder
 from aggregator.errors import InvalidInput
 from aggregator.messages import export_schemas
 from aggregator.scenario import Scenario
 from aggregator.simulation import SimulationResult, run_simulation
+from grid.feeders import FeederModel
+from grid.model import FeederGrid
 
 __all__ = ["app", "main"]
 
@@ -53,10 +55,14 @@ def _progress(enabled: bool) -> tuple[Callable[[int, int], None] | None, Callabl
     return update, bar.close
 
 
-def _run(scenario: Scenario, out: Path | None, progress: bool) -> SimulationResult:
+def _run(
+    scenario: Scenario, feeder: FeederModel | None, out: Path | None, progress: bool
+) -> SimulationResult:
+    """Simulate; with a feeder model the plans respect its AC limits (grid-aware)."""
     update, close = _progress(progress)
+    grid = None if feeder is None else FeederGrid(feeder, scenario.topology)
     try:
-        result = run_simulation(scenario, InProcessBus(), progress=update)
+        result = run_simulation(scenario, InProcessBus(), progress=update, grid=grid)
     finally:
         close()
     if out is not None:
@@ -80,12 +86,16 @@ def demo(
     evses: Annotated[int, typer.Option(min=1, max=5000, help="Number of EVSEs")] = 300,
     seed: Annotated[int, typer.Option(help="Random seed of the sessions")] = 7,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = sys.stderr.isatty(),
+    grid: Annotated[
+        bool, typer.Option("--grid/--no-grid", help="Plan with the feeder's AC limits")
+    ] = True,
 ) -> None:
     """A day of a few hundred EVs on a real SimBench LV feeder, with no server."""
-    from adapters.demo import demo_scenario
+    from adapters.demo import demo_scenario_and_feeder
 
     try:
-        result = _run(demo_scenario(evses=evses, seed=seed), out, progress)
+        scenario, feeder = demo_scenario_and_feeder(evses=evses, seed=seed)
+        result = _run(scenario, feeder if grid else None, out, progress)
     except InvalidInput as exc:
         _fail(exc)
         return
@@ -111,10 +121,14 @@ def simulate(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal)")
     ] = sys.stderr.isatty(),
+    grid: Annotated[
+        bool, typer.Option("--grid/--no-grid", help="Plan with the feeder's AC limits")
+    ] = True,
 ) -> None:
     """Run a scenario file closed-loop through the service."""
     try:
-        result = _run(load_scenario(scenario), out, progress)
+        loaded, feeder = load_scenario_and_feeder(scenario)
+        result = _run(loaded, feeder if grid else None, out, progress)
     except InvalidInput as exc:
         _fail(exc)
         return

@@ -24,7 +24,7 @@ from aggregator.limits import DsoLimit, TargetType
 from aggregator.scenario import AnnouncedLimit, Scenario, SessionSpec, TimeSeries
 from aggregator.topology import Feeder, Topology
 
-__all__ = ["DEMO_FEEDER", "demo_scenario"]
+__all__ = ["DEMO_FEEDER", "demo_scenario", "demo_scenario_and_feeder"]
 
 DEMO_FEEDER = "1-LV-urban6--0-sw"
 DEMO_DAY = datetime(2026, 1, 14, tzinfo=UTC)
@@ -119,6 +119,13 @@ def demo_scenario(
     *, evses: int = 300, seed: int = 7, tick_s: float = 10.0, reserve_kw: float = 60.0
 ) -> Scenario:
     """The demo scenario (see the module docstring); deterministic for a seed."""
+    return demo_scenario_and_feeder(evses=evses, seed=seed, tick_s=tick_s, reserve_kw=reserve_kw)[0]
+
+
+def demo_scenario_and_feeder(
+    *, evses: int = 300, seed: int = 7, tick_s: float = 10.0, reserve_kw: float = 60.0
+) -> tuple[Scenario, grid.FeederModel]:
+    """The demo scenario and its SimBench feeder model."""
     rng = np.random.default_rng(seed)
     model = grid.load_feeder(DEMO_FEEDER)
     placements = grid.place_sites(model, 40, seed=seed, connection_limit_kw=(40.0, 120.0))
@@ -161,7 +168,7 @@ def demo_scenario(
     topo = Topology(
         feeders=(Feeder(model.feeder_id, model.limit_kw, model.source),), sites=topo.sites
     )
-    return Scenario(
+    scenario = Scenario(
         name="demo",
         feeder=model.feeder_id,
         topology=topo,
@@ -175,3 +182,4 @@ def demo_scenario(
         reserve_kw=reserve_kw,
         tick_s=tick_s,
     )
+    return scenario, model

@@ -279,7 +279,9 @@ class StreamRunner:
             if now - self._last_tick >= 1.0:
                 self._last_tick = now
                 svc.tick()
+                self.metrics.sessions.set(int(svc.fleet.active[: svc.fleet.n_slots].sum()))
             self._write_state(svc)
+            self._drain_history(svc)
         if batch:
             self.producer.flush()  # effects first ...
             self.consumer.commit()  # ... then the offsets
@@ -302,6 +304,17 @@ class StreamRunner:
         self.producer.flush()
         self.metrics.fast_loop.observe(time.perf_counter() - t0)
         return len(records)
+
+    def _drain_history(self, svc: Service) -> None:
+        """Plan times into the ``plan_solve`` histogram; then drop what the service keeps
+        for simulation reports (every plan with its arrays, every dispatch time): a replica
+        runs for months and those lists would grow without bound."""
+        for plan in svc.plans:
+            self.metrics.plan_solve.observe(plan.build_s + plan.solve_s)
+        svc.plans.clear()
+        svc.dispatch_s.clear()
+        svc.grid_checks.clear()
+        svc.grid_notes.clear()
 
     def _dead_letter(self, topic: str, partition: int, r: Any, reason: str) -> None:
         self.metrics.rejected.labels(reason.split(":", 1)[0][:40]).inc()

@@ -117,6 +117,31 @@ def write_report(result: SimulationResult, path: Path) -> Path:
             "excess (kW)",
         ),
     ]
+    g = result.grid_series
+    if g.get("loading_pct"):
+        n = len(g["loading_pct"])
+        charts += [
+            Chart(
+                "Feeder loading: highest line or transformer loading per step (AC)",
+                result.step_times[:n],
+                [
+                    Series("gridflex", g["loading_pct"], "line"),
+                    Series("uncontrolled charging", g["uncontrolled_loading_pct"], "dashed"),
+                    Series("limit", [100.0] * n, "step"),
+                ],
+                "loading (%)",
+            ),
+            Chart(
+                "Feeder voltage: lowest bus voltage per step (AC)",
+                result.step_times[:n],
+                [
+                    Series("gridflex", g["min_voltage_pu"], "line"),
+                    Series("uncontrolled charging", g["uncontrolled_min_voltage_pu"], "dashed"),
+                    Series("EN 50160 lower band", [0.90] * n, "step"),
+                ],
+                "voltage (pu)",
+            ),
+        ]
     notes = [
         "Positive power = import from the grid (charging); negative = V2G export.",
         "Limits are those the DSO had announced at each moment; the feeder limit "

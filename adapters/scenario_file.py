@@ -26,7 +26,14 @@ from aggregator.planning import PlanWeights
 from aggregator.scenario import AnnouncedLimit, Scenario, SessionSpec, TimeSeries
 from aggregator.topology import Feeder, Site, Topology
 
-__all__ = ["SESSION_COLUMNS", "load_scenario", "parse_time", "read_series_csv", "read_sessions_csv"]
+__all__ = [
+    "SESSION_COLUMNS",
+    "load_scenario",
+    "load_scenario_and_feeder",
+    "parse_time",
+    "read_series_csv",
+    "read_sessions_csv",
+]
 
 SESSION_COLUMNS = (
     "evse_id",
@@ -230,6 +237,11 @@ def _new(found: list[Issue], issues: list[Issue]) -> list[Issue]:
 
 def load_scenario(path: Path) -> Scenario:
     """Read a scenario file; raises :class:`ConfigError` listing every problem."""
+    return load_scenario_and_feeder(path)[0]
+
+
+def load_scenario_and_feeder(path: Path) -> tuple[Scenario, grid.FeederModel]:
+    """A scenario file and its feeder model (for grid-aware planning)."""
     issues: list[Issue] = []
     try:
         text = path.read_text(encoding="utf-8")
@@ -325,6 +337,6 @@ def load_scenario(path: Path) -> Scenario:
     if model is not None:  # validate_placements has reported the sites' ids and limits
         found = [i for i in found if i.field not in ("sites.site_id", "sites.connection_limit_kw")]
     issues.extend(_new(found, issues))
-    if issues:
+    if issues or model is None:
         raise ConfigError(issues)
-    return scenario
+    return scenario, model

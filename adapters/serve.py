@@ -20,6 +20,7 @@ from adapters.http import HealthServer
 from adapters.inprocess import InProcessBus, RecordingSink, SystemClock
 from adapters.metrics import Metrics
 from adapters.settings import ServeSettings, load_topology
+from aggregator.errors import ConfigError, InvalidInput, raise_if_issues
 from aggregator.service import Service
 
 __all__ = ["configure_logging", "serve"]
@@ -56,8 +57,13 @@ def serve(settings: ServeSettings, stop: threading.Event | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-    topology = load_topology(settings.topology)
-    config = settings.service.config()
+    try:
+        topology = load_topology(settings.topology)
+        config = settings.service.config()
+        raise_if_issues(config.validate(), ConfigError)
+    except InvalidInput as exc:  # reported like a settings error, not as a traceback
+        log.error("invalid_configuration", issues=[str(i) for i in exc.issues])
+        return 2
     metrics = Metrics()
     clock = SystemClock()
     if settings.kafka is not None:

@@ -21,12 +21,18 @@ The topology file lists feeders and sites::
 from __future__ import annotations
 
 import math
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from aggregator.errors import ConfigError, Issue
 from aggregator.interfaces import Topics
@@ -81,10 +87,34 @@ class ServiceSettings(BaseModel):
         return ServiceConfig(**self.model_dump())
 
 
+# The values of the settings file being loaded by load_settings (a source *below* the
+# environment, so that ``GRIDFLEX_...`` variables override the file).
+_FILE_VALUES: ContextVar[dict[str, Any] | None] = ContextVar("gridflex_settings_file", default=None)
+
+
 class ServeSettings(BaseSettings):
+    """Precedence: keyword arguments, then ``GRIDFLEX_`` environment variables, then the
+    YAML file given to :func:`load_settings`, then the defaults (nested models merge
+    field by field, so ``GRIDFLEX_KAFKA__GROUP_ID`` overrides only the file's group id)."""
+
     model_config = SettingsConfigDict(
         env_prefix="GRIDFLEX_", env_nested_delimiter="__", extra="forbid"
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        file_values = _FILE_VALUES.get()
+        if file_values:
+            sources.append(InitSettingsSource(settings_cls, init_kwargs=file_values))
+        return (*sources, dotenv_settings, file_secret_settings)
 
     topology: Path
     kafka: KafkaSettings | None = None
@@ -101,7 +131,8 @@ def _issues(exc: ValidationError) -> list[Issue]:
 
 
 def load_settings(file: Path | None = None, **overrides: Any) -> ServeSettings:
-    """Settings from the environment, optionally under a YAML file's values."""
+    """Settings from a YAML file (optional), overridden by the environment, overridden by
+    ``overrides``; every problem is reported at once as a :class:`ConfigError`."""
     data: dict[str, Any] = {}
     if file is not None:
         try:
@@ -111,11 +142,20 @@ def load_settings(file: Path | None = None, **overrides: Any) -> ServeSettings:
         if not isinstance(loaded, dict):
             raise ConfigError([Issue(str(file), "must be a mapping")])
         data.update(loaded)
-    data.update(overrides)
+    token = _FILE_VALUES.set(data)
     try:
-        return ServeSettings(**data)
+        settings = ServeSettings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_issues(exc)) from exc
+    finally:
+        _FILE_VALUES.reset(token)
+    # the service's own rules (e.g. reserve_kw ≥ 0), checked now rather than at start-up
+    issues = [
+        Issue(f"service.{i.field}", i.message, i.ids) for i in settings.service.config().validate()
+    ]
+    if issues:
+        raise ConfigError(issues)
+    return settings
 
 
 def load_topology(path: Path) -> Topology:
@@ -127,14 +167,22 @@ def load_topology(path: Path) -> Topology:
     issues: list[Issue] = []
     if not isinstance(doc, dict):
         raise ConfigError([Issue(str(path), "must be a mapping with feeders and sites")])
+
+    def entries(key: str) -> list[Any]:
+        value = doc.get(key) or []
+        if isinstance(value, list):
+            return value
+        issues.append(Issue(key, "must be a list"))
+        return []
+
     feeders: list[Feeder] = []
-    for i, f in enumerate(doc.get("feeders") or []):
+    for i, f in enumerate(entries("feeders")):
         try:
             feeders.append(Feeder(str(f["id"]), float(f["limit_kw"]), str(f.get("name", ""))))
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, AttributeError):
             issues.append(Issue(f"feeders[{i}]", "needs id and limit_kw"))
     sites: list[Site] = []
-    for i, s in enumerate(doc.get("sites") or []):
+    for i, s in enumerate(entries("sites")):
         try:
             sites.append(
                 Site(
@@ -145,10 +193,16 @@ def load_topology(path: Path) -> Topology:
                     str(s.get("csms", "csms")),
                 )
             )
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, AttributeError):
             issues.append(Issue(f"sites[{i}]", "needs id, feeder and connection_limit_kw"))
     fleet = doc.get("fleet_limit_kw")
-    topo = Topology(tuple(feeders), tuple(sites), math.inf if fleet is None else float(fleet))
+    fleet_kw = math.inf
+    if fleet is not None:
+        try:
+            fleet_kw = float(fleet)
+        except (TypeError, ValueError):
+            issues.append(Issue("fleet_limit_kw", f"must be a number, got {fleet!r}"))
+    topo = Topology(tuple(feeders), tuple(sites), fleet_kw)
     issues.extend(topo.validate())
     if issues:
         raise ConfigError(issues)

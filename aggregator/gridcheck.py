@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from aggregator.planning import Plan, PlanRequest, SiteLinearConstraints
@@ -53,6 +54,8 @@ class GridCheck:
     max_trafo_loading_pct: float
     min_voltage_pu: float
     max_voltage_pu: float
+    loading_pct_by_step: tuple[float, ...] = ()  # highest line or trafo loading per step
+    min_voltage_pu_by_step: tuple[float, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -110,6 +113,18 @@ class GridPlanResult:
     note: str | None
 
 
+def _widen(cons: SiteLinearConstraints | None, g: int, steps: int) -> SiteLinearConstraints | None:
+    """Constraints built for the first ``g`` steps, re-indexed for a ``steps``-step plan."""
+    if cons is None or g == steps:
+        return cons
+    m = sp.csr_matrix(cons.matrix)
+    cols = (m.indices // g) * steps + (m.indices % g)
+    shape = (m.shape[0], (m.shape[1] // g) * steps)
+    return SiteLinearConstraints(
+        sp.csr_matrix((m.data, cols, m.indptr), shape=shape), cons.upper, cons.labels
+    )
+
+
 def successive_plan(
     req: PlanRequest,
     solve: Callable[[PlanRequest], Plan],
@@ -119,25 +134,38 @@ def successive_plan(
     max_iterations: int = 3,
     margin_pct: float = 2.0,
     cached: SiteLinearConstraints | None = None,
+    grid_steps: int | None = None,
 ) -> GridPlanResult:
     """Plan with linearised grid limits until the AC check passes (see module docstring).
 
-    ``cached`` constraints (e.g. from an earlier plan in the same step) are tried first;
-    they are replaced by a fresh linearisation as soon as the AC check finds a violation.
+    Grid limits are linearised and AC-checked for the first ``grid_steps`` steps (default:
+    all): later steps are re-planned — re-linearised and re-checked — as they come near,
+    long before they are dispatched. ``cached`` constraints (e.g. from an earlier plan in
+    the same step) are tried first and replaced as soon as the AC check fails.
     """
-    cons = cached or grid.constraints(req.start, req.step_s, req.steps, guess_kw, margin_pct)
+    g = req.steps if grid_steps is None else max(1, min(grid_steps, req.steps))
+
+    def linearise(
+        site_kw: NDArray[np.float64] | None, margin: float
+    ) -> SiteLinearConstraints | None:
+        near = None if site_kw is None else site_kw[:, :g]
+        made = grid.constraints(req.start, req.step_s, g, near, margin)
+        return _widen(made, g, req.steps)
+
+    def ac(plan: Plan) -> GridCheck:
+        return grid.check(req.start, req.step_s, plan_site_power_kw(plan, req)[:, :g])
+
+    cons = cached or linearise(guess_kw, margin_pct)
     plan = solve(dataclasses.replace(req, site_constraints=cons))
-    check = grid.check(req.start, req.step_s, plan_site_power_kw(plan, req))
+    check = ac(plan)
     iterations = 1
     margin = margin_pct
     while not check.ok and iterations < max_iterations + 2:
         if iterations >= max_iterations:
             margin *= 3.0  # successive linearisation did not converge: tighten
-        cons = grid.constraints(
-            req.start, req.step_s, req.steps, plan_site_power_kw(plan, req), margin
-        )
+        cons = linearise(plan_site_power_kw(plan, req), margin)
         plan = solve(dataclasses.replace(req, site_constraints=cons))
-        check = grid.check(req.start, req.step_s, plan_site_power_kw(plan, req))
+        check = ac(plan)
         iterations += 1
     note = None
     if not check.ok:

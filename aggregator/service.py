@@ -78,6 +78,7 @@ class ServiceConfig:
     session_timeout_s: float = 7_200.0
     grid_margin_pct: float = 2.0
     grid_max_iterations: int = 3
+    grid_horizon_s: float = 14_400.0  # plan steps linearised and AC-checked in each plan
     nominal_hz: float = 50.0
     deadband_hz: float = 0.010
     full_activation_hz: float = 0.200
@@ -338,6 +339,7 @@ class Service:
             max_iterations=c.grid_max_iterations,
             margin_pct=c.grid_margin_pct,
             cached=cached,
+            grid_steps=max(1, math.ceil(c.grid_horizon_s / c.plan_step_s)),
         )
         self._grid_cache = (req.start, res.constraints)
         if res.check is not None:
@@ -374,7 +376,10 @@ class Service:
         until_s = (math.floor(now.timestamp() / step) + 1) * step
         self._frame_until = datetime.fromtimestamp(until_s, tz=now.tzinfo)
         lo, hi = f.envelope(now, max(until_s - now.timestamp(), 1.0))
-        base = hi.copy()  # sessions not in the plan yet: as fast as the caps allow
+        # a session not in a plan yet waits at 0 kW for the next one (at most
+        # min_replan_interval_s): the fast loop knows site, feeder and DSO caps but not the
+        # feeder's line and voltage limits, which only a plan checks
+        base = np.zeros_like(hi)
         ru = rd = None
         if plan is not None and step_idx is not None and self._plan_slots.size:
             slots = self._plan_slots

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -51,7 +51,13 @@ def _bincount_f(
     return np.bincount(x, weights=weights, minlength=minlength).astype(np.float64, copy=False)
 
 
-__all__ = ["SimulatedCsms", "SimulationResult", "deliverable_energy_kwh", "run_simulation"]
+__all__ = [
+    "SimulatedCsms",
+    "SimulationResult",
+    "deliverable_energy_kwh",
+    "oracle_request",
+    "run_simulation",
+]
 
 
 class SimulatedCsms:
@@ -106,6 +112,7 @@ class SimulationResult:
     energy_requested_kwh: NDArray[np.float64]  # cumulative requested of arrived sessions
     session_delivered_kwh: NDArray[np.float64]  # per session (scenario order, by arrival)
     session_requested_kwh: NDArray[np.float64]
+    grid_series: dict[str, list[float]] = field(default_factory=dict)  # per plan step
 
 
 def _caps_excess(
@@ -120,10 +127,8 @@ def _caps_excess(
     )
 
 
-def deliverable_energy_kwh(
-    scenario: Scenario, solver: str | None = None, grid: GridModel | None = None
-) -> float:
-    """Energy an oracle that knew every session and limit in advance could deliver."""
+def oracle_request(scenario: Scenario) -> PlanRequest:
+    """One plan over the whole scenario that knows every session and limit in advance."""
     step = scenario.step_s
     start_s = scenario.start.timestamp()
     steps = max(1, math.ceil((scenario.end.timestamp() - start_s) / step))
@@ -131,19 +136,18 @@ def deliverable_energy_kwh(
     sess = [
         s for s in scenario.sessions if s.arrival < scenario.end and s.departure > scenario.start
     ]
-    arr = np.array([max(s.arrival.timestamp(), start_s) for s in sess])
-    dep = np.array([min(s.departure.timestamp(), start_s + steps * step) for s in sess])
-    if not sess:
-        return 0.0
+    arr = np.array([max(s.arrival.timestamp(), start_s) for s in sess], dtype=np.float64)
+    dep = np.array(
+        [min(s.departure.timestamp(), start_s + steps * step) for s in sess], dtype=np.float64
+    )
     first = np.floor((arr - start_s) / step).astype(np.intp)
-    last = np.ceil((dep - start_s) / step).astype(np.intp)
-    last = np.maximum(last, first + 1)
+    last = np.maximum(np.ceil((dep - start_s) / step).astype(np.intp), first + 1)
     first_frac = np.clip((start_s + (first + 1) * step - arr) / step, 1e-6, 1.0)
     last_frac = np.clip((dep - (start_s + (last - 1) * step)) / step, 1e-6, 1.0)
     single = last == first + 1
     first_frac = np.where(single, np.clip((dep - arr) / step, 1e-6, 1.0), first_frac)
     book = LimitBook(topo, [a.limit for a in scenario.limits])
-    req = PlanRequest(
+    return PlanRequest(
         start=scenario.start,
         step_s=step,
         steps=steps,
@@ -152,14 +156,25 @@ def deliverable_energy_kwh(
         last_step=last,
         first_frac=first_frac,
         last_frac=last_frac,
-        max_power_kw=np.array([s.max_power_kw for s in sess]),
+        max_power_kw=np.array([s.max_power_kw for s in sess], dtype=np.float64),
         min_power_kw=np.zeros(len(sess)),
-        energy_needed_kwh=np.array([s.energy_kwh for s in sess]),
+        energy_needed_kwh=np.array([s.energy_kwh for s in sess], dtype=np.float64),
         discharge_budget_kwh=np.zeros(len(sess)),
         site_feeder=topo.site_feeder,
         caps=book.caps_for_steps(scenario.start, step, steps),
         reserve_kw=np.zeros(steps),
+        weights=scenario.weights,
     )
+
+
+def deliverable_energy_kwh(
+    scenario: Scenario, solver: str | None = None, grid: GridModel | None = None
+) -> float:
+    """Energy an oracle that knew every session and limit in advance could deliver
+    (within the feeder's AC limits too, when a grid model is given)."""
+    req = oracle_request(scenario)
+    if req.n_sessions == 0:
+        return 0.0
     planner = Planner(solver or scenario.solver)
     plan = planner.plan(req) if grid is None else successive_plan(req, planner.plan, grid).plan
     return float(np.sum(np.minimum(plan.energy_kwh, req.energy_needed_kwh)))
@@ -368,8 +383,10 @@ def run_simulation(
             progress(k + 1, ticks)
 
     summary = _summary(scenario, svc, csms, want, got, max_excess, fcr_req, fcr_got, n, grid)
+    grid_series: dict[str, list[float]] = {}
     if grid is not None:
-        summary.update(_grid_summary(scenario, grid, site_sum.T.copy(), svc))
+        figures, grid_series = _grid_summary(scenario, grid, site_sum.T.copy(), svc)
+        summary.update(figures)
     step_times = [scenario.start + timedelta(seconds=step * i) for i in range(steps)]
     tick_times = [scenario.start + timedelta(seconds=tick * i) for i in range(ticks)]
     return SimulationResult(
@@ -393,6 +410,7 @@ def run_simulation(
         e_req,
         got,
         want,
+        grid_series,
     )
 
 
@@ -448,14 +466,21 @@ def _summary(
 
 def _grid_summary(
     scenario: Scenario, grid: GridModel, dispatched_kw: NDArray[np.float64], svc: Service
-) -> dict[str, Any]:
-    """AC figures of the dispatched schedule and of uncontrolled charging, per step mean."""
+) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """AC figures of the dispatched schedule and of uncontrolled charging (step means)."""
     done = grid.check(scenario.start, scenario.step_s, dispatched_kw)
     free = grid.check(scenario.start, scenario.step_s, uncontrolled_site_kw(scenario))
-    return {
+    figures = {
         **done.figures(),
         "grid_violations": len(done.violations),
         **free.figures("uncontrolled_"),
         "uncontrolled_grid_violations": len(free.violations),
         "grid_plan_notes": len(svc.grid_notes),
     }
+    series = {
+        "loading_pct": list(done.loading_pct_by_step),
+        "uncontrolled_loading_pct": list(free.loading_pct_by_step),
+        "min_voltage_pu": list(done.min_voltage_pu_by_step),
+        "uncontrolled_min_voltage_pu": list(free.min_voltage_pu_by_step),
+    }
+    return figures, series

@@ -3,16 +3,18 @@
 ``grid`` turns grid data (SimBench codes, pandapower built-in networks, pandapower JSON
 files) into frozen gridflex domain values: a :class:`FeederModel` with its rating and
 EV-visible limit in kW, site placements on its buses, the :class:`aggregator.topology.Topology`
-the planner and dispatcher share, and the feeder's own background load over time. Later
-modules add linear sensitivities (power → voltage, loading) and AC power-flow validation of
-dispatch plans.
+the planner and dispatcher share, and the feeder's own background load over time. ``powerflow``
+runs AC power flow over a horizon (power-grid-model batch, pandapower as reference),
+``sensitivity`` linearises loading and voltage around a schedule for the planner,
+``hosting`` finds each site's hosting capacity, and ``model`` binds it all to the core's
+``GridModel`` interface.
 
 The package may import pandapower, simbench, numpy and ``aggregator``; never ``adapters``.
 Units follow the core: kW (pandapower's MW/MVA are converted once, in this package);
 positive power = import from the grid.
 """
 
-from grid.feeders import (
+from grid.feeders import (  # noqa: I001 (feeders first: the others build on it)
     DEFAULT_POWER_FACTOR,
     KW_PER_MW,
     MW_PER_KW,
@@ -33,6 +35,11 @@ from grid.feeders import (
     validate_placements,
 )
 
+from grid.hosting import hosting_capacity_kw
+from grid.model import FeederGrid
+from grid.powerflow import GridLimits, PowerFlowResult, Violation, background_pq_mw, run_timeseries
+from grid.sensitivity import Sensitivities, grid_constraints, linearize, predict
+
 __all__ = [
     "DEFAULT_POWER_FACTOR",
     "KW_PER_MW",
@@ -40,16 +47,27 @@ __all__ = [
     "PANDAPOWER_NETWORKS",
     "PANDAPOWER_PREFIX",
     "PROFILE_STEP_MIN",
+    "FeederGrid",
     "FeederModel",
+    "GridLimits",
+    "PowerFlowResult",
+    "Sensitivities",
     "SitePlacement",
+    "Violation",
     "background_load_kw",
+    "background_pq_mw",
     "bus_index",
     "bus_name",
+    "grid_constraints",
+    "hosting_capacity_kw",
     "kw_to_mw",
+    "linearize",
     "load_buses",
     "load_feeder",
     "mw_to_kw",
     "place_sites",
+    "predict",
+    "run_timeseries",
     "to_topology",
     "validate_placements",
 ]
