@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from adapters.audit import audit_app
+from adapters.grid_cli import grid_app
 from adapters.inprocess import InProcessBus
 from adapters.outputs import format_summary, write_outputs
 from adapters.scenario_file import load_scenario_and_feeder
@@ -36,6 +37,7 @@ app = typer.Typer(
 schema_app = typer.Typer(no_args_is_help=True, help="Message schemas.")
 app.add_typer(schema_app, name="schema")
 app.add_typer(audit_app, name="audit", help="Hash-chained audit log of limits and fallbacks.")
+app.add_typer(grid_app, name="grid")
 
 
 def _progress(enabled: bool) -> tuple[Callable[[int, int], None] | None, Callable[[], None]]:

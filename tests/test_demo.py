@@ -38,8 +38,14 @@ def test_demo_keeps_every_limit_and_delivers_the_deliverable(tmp_path: Path) -> 
     assert summary["energy_delivered_kwh"] <= summary["energy_requested_kwh"] + 1e-6
     assert summary["plan_fallbacks"] == 0
     assert summary["fcr_activations"] > 0
+    # grid-aware: what was dispatched passes the AC check; uncontrolled charging does not
+    assert summary["grid_violations"] == 0
+    assert summary["max_line_loading_pct"] <= 100.0 and summary["max_trafo_loading_pct"] <= 100.0
+    assert summary["min_voltage_pu"] >= 0.90
+    assert summary["uncontrolled_grid_violations"] > 0
+    assert summary["uncontrolled_max_trafo_loading_pct"] > 100.0
     assert json.loads((out / "summary.json").read_text()) == summary
     html = (out / "report.html").read_text()
-    assert html.count("<svg") >= 3 and "FCR" in html
+    assert html.count("<svg") >= 5 and "FCR" in html and "Feeder loading" in html
     header = (out / "setpoints.csv").read_text().splitlines()[0]
     assert header == "time,evse_id,power_kw"
