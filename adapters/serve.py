@@ -20,6 +20,7 @@ from adapters.http import HealthServer
 from adapters.inprocess import InProcessBus, RecordingSink, SystemClock
 from adapters.metrics import Metrics
 from adapters.settings import ServeSettings, load_topology
+from adapters.wiring import SignalQueue
 from aggregator.errors import ConfigError, InvalidInput, raise_if_issues
 from aggregator.service import Service
 
@@ -78,6 +79,13 @@ def serve(settings: ServeSettings, stop: threading.Event | None = None) -> int:
             last_loop=lambda: runner.last_loop,
         )
         http.start()
+        api = None
+        if settings.api is not None:
+            from adapters.wiring import kafka_publisher, start_api
+
+            publish = kafka_publisher(runner.producer, runner.topics.grid_signals, topology)
+            api = start_api(settings.api, topology, publish, lambda: runner.service, clock)
+            log.info("api", port=api.port, mutual_tls=settings.api.client_ca is not None)
         log.info(
             "serving",
             mode="kafka",
@@ -89,6 +97,8 @@ def serve(settings: ServeSettings, stop: threading.Event | None = None) -> int:
             while not stop.is_set():
                 runner.poll_once()
         finally:
+            if api is not None:
+                api.stop()
             runner.close()
             http.stop()
             log.info("stopped")
@@ -105,15 +115,23 @@ def serve(settings: ServeSettings, stop: threading.Event | None = None) -> int:
     )
     http.start()
     metrics.ready.set(1)
+    signals = SignalQueue()
+    api = None
+    if settings.api is not None:
+        api = start_api(settings.api, topology, signals.put, lambda: svc, clock)
+        log.info("api", port=api.port, mutual_tls=settings.api.client_ca is not None)
     log.info("serving", mode="embedded", http_port=http.port)
     try:
         while not stop.is_set():
             last[0] = time.monotonic()
+            signals.drain(svc)
             for rec in bus.poll():
                 svc.handle(rec)
             svc.tick()
             stop.wait(settings.tick_s)
     finally:
+        if api is not None:
+            api.stop()
         http.stop()
         log.info("stopped")
     return 0

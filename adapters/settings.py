@@ -39,7 +39,14 @@ from aggregator.interfaces import Topics
 from aggregator.service import ServiceConfig
 from aggregator.topology import Feeder, Site, Topology
 
-__all__ = ["KafkaSettings", "ServeSettings", "ServiceSettings", "load_settings", "load_topology"]
+__all__ = [
+    "ApiSettings",
+    "KafkaSettings",
+    "ServeSettings",
+    "ServiceSettings",
+    "load_settings",
+    "load_topology",
+]
 
 
 class KafkaSettings(BaseModel):
@@ -92,6 +99,24 @@ class ServiceSettings(BaseModel):
 _FILE_VALUES: ContextVar[dict[str, Any] | None] = ContextVar("gridflex_settings_file", default=None)
 
 
+class ApiSettings(BaseModel):
+    """The REST API beside the service (``GRIDFLEX_API__PORT`` etc.).
+
+    ``tokens`` are ``{sha256, dso, areas: [feeder ids or "*"], scopes: [...]}`` entries:
+    only the SHA-256 of each bearer token is configured, never the token itself.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8443, ge=0, le=65535)
+    tokens: list[dict[str, Any]] = []
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    client_ca: Path | None = None  # set: clients must present a certificate (mutual TLS)
+    audit_log: Path | None = None
+
+
 class ServeSettings(BaseSettings):
     """Precedence: keyword arguments, then ``GRIDFLEX_`` environment variables, then the
     YAML file given to :func:`load_settings`, then the defaults (nested models merge
@@ -118,6 +143,7 @@ class ServeSettings(BaseSettings):
 
     topology: Path
     kafka: KafkaSettings | None = None
+    api: ApiSettings | None = None
     service: ServiceSettings = ServiceSettings()
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535)

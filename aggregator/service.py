@@ -321,6 +321,11 @@ class Service:
         self._frame_key = None
         return plan
 
+    @property
+    def last_request(self) -> PlanRequest | None:
+        """The request the current plan answers (sessions, caps, steps)."""
+        return self._plan_req
+
     def _plan_on_grid(self, req: PlanRequest) -> Plan:
         """Plan with linearised grid limits, checked by AC power flow (successive)."""
         assert self.grid is not None

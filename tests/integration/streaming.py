@@ -97,13 +97,22 @@ class Streams:
 class Replica:
     """``gridflex serve`` in a subprocess of its own (so SIGKILL is real)."""
 
-    def __init__(self, streams: Streams, topology: Path, group: str, log: Path) -> None:
+    def __init__(
+        self,
+        streams: Streams,
+        topology: Path,
+        group: str,
+        log: Path,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.log = log
         self._fh = log.open("w")
+        env = streams.env(topology, group, self.port)
+        env.update(extra_env or {})
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from adapters.cli import main; main()", "serve"],
-            env=streams.env(topology, group, self.port),
+            env=env,
             stdout=self._fh,
             stderr=self._fh,
         )

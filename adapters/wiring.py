@@ -1,0 +1,167 @@
+"""Wiring the DSO interfaces (REST API, later OpenADR) to a running service replica.
+
+The API answers on its own threads; the service is single-threaded. Limits a DSO sends
+are therefore handed over, never applied from an API thread:
+
+* on Kafka they are produced to the grid-signals topic, keyed by the target's feeder, so
+  the replica that owns the feeder applies them (and they survive a restart);
+* on the in-process bus they go into a queue the service loop drains each turn.
+
+Read views (sites, flexibility) read the service's latest plan, an immutable object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from adapters.api import ApiContext, create_app, serve_api, stop_api
+from adapters.api_auth import TokenRegistry
+from adapters.audit import AuditLog
+from adapters.settings import ApiSettings
+from aggregator.interfaces import Clock
+from aggregator.messages import DsoLimitCancel, DsoLimitMessage, GridSignal, encode
+from aggregator.planning import PlanRequest
+from aggregator.service import Service
+from aggregator.topology import Topology
+from markets.products import fleet_flexibility_kw
+
+__all__ = [
+    "ApiHandle",
+    "SignalQueue",
+    "feeder_key",
+    "flexibility_view",
+    "kafka_publisher",
+    "start_api",
+]
+
+Signal = DsoLimitMessage | DsoLimitCancel
+
+
+def feeder_key(topology: Topology, msg: Signal) -> str:
+    """The record key of a grid signal: the feeder its target lies on."""
+    if isinstance(msg, DsoLimitCancel):
+        return "fleet"
+    if msg.target_type == "site":
+        site = topology.sites[topology.site_index[msg.target_id]]
+        return site.feeder_id
+    return msg.target_id
+
+
+class SignalQueue:
+    """Hands grid signals from API threads to the service loop (embedded mode)."""
+
+    def __init__(self) -> None:
+        self._q: queue.Queue[Signal] = queue.Queue()
+
+    def put(self, msg: Signal) -> None:
+        self._q.put(msg)
+
+    def drain(self, service: Service) -> int:
+        n = 0
+        while True:
+            try:
+                msg: GridSignal = self._q.get_nowait()
+            except queue.Empty:
+                return n
+            service.on_grid_signal(msg)
+            n += 1
+
+
+def flexibility_view(service: Service | None, feeders: frozenset[str]) -> Mapping[str, Any]:
+    """How far the plan lets the sessions on ``feeders`` move up and down, per step."""
+    if service is None or service.plan is None or service.last_request is None:
+        raise LookupError("no plan yet")
+    plan, req = service.plan, service.last_request
+    topo = service.topology
+    site_ok = np.array([s.feeder_id in feeders or "*" in feeders for s in topo.sites], dtype=bool)
+    keep = site_ok[req.session_site] if req.n_sessions else np.zeros(0, dtype=bool)
+    sub_req: PlanRequest = dataclasses.replace(
+        req,
+        session_site=req.session_site[keep],
+        first_step=req.first_step[keep],
+        last_step=req.last_step[keep],
+        first_frac=req.first_frac[keep],
+        last_frac=req.last_frac[keep],
+        max_power_kw=req.max_power_kw[keep],
+        min_power_kw=req.min_power_kw[keep],
+        energy_needed_kwh=req.energy_needed_kwh[keep],
+        discharge_budget_kwh=req.discharge_budget_kwh[keep],
+        site_constraints=None,
+    )
+    sub_plan = dataclasses.replace(
+        plan,
+        power_kw=plan.power_kw[keep],
+        energy_kwh=plan.energy_kwh[keep],
+        shortfall_kwh=plan.shortfall_kwh[keep],
+    )
+    up, down = fleet_flexibility_kw(sub_plan, sub_req)
+    return {
+        "start": req.start,
+        "step_s": req.step_s,
+        "up_kw": up.tolist(),
+        "down_kw": down.tolist(),
+    }
+
+
+@dataclasses.dataclass
+class ApiHandle:
+    server: Any
+    thread: Any
+    port: int
+
+    def stop(self) -> None:
+        stop_api(self.server, self.thread)
+
+
+def start_api(
+    settings: ApiSettings,
+    topology: Topology,
+    publish: Callable[[Signal], None],
+    service: Callable[[], Service | None],
+    clock: Clock,
+) -> ApiHandle:
+    """Start the REST API beside the service loop; returns once it listens."""
+    entries = list(settings.tokens)
+    tokens = TokenRegistry.from_config(entries)
+    audit = AuditLog(settings.audit_log) if settings.audit_log is not None else None
+    ctx = ApiContext(
+        topology=topology,
+        publish=publish,
+        tokens=tokens,
+        clock=clock.now,
+        audit=audit,
+        flexibility=lambda feeders: flexibility_view(service(), feeders),
+    )
+    server, thread = serve_api(
+        create_app(ctx),
+        settings.host,
+        settings.port,
+        certfile=settings.certfile,
+        keyfile=settings.keyfile,
+        client_ca=settings.client_ca,
+    )
+    from adapters.api import api_port
+
+    return ApiHandle(server, thread, api_port(server))
+
+
+def kafka_publisher(producer: Any, topic: str, topology: Topology) -> Callable[[Signal], None]:
+    """Publish grid signals to Kafka, keyed by feeder, and wait until they are stored.
+
+    A cancellation names only the event, so it goes to every feeder's key: the replica
+    that holds the limit drops it, the others ignore it (cancels are idempotent).
+    """
+    keys = sorted({f.feeder_id for f in topology.feeders} | {"fleet"})
+
+    def publish(msg: Signal) -> None:
+        targets = keys if isinstance(msg, DsoLimitCancel) else [feeder_key(topology, msg)]
+        for key in targets:
+            producer.send(topic, key=key.encode(), value=encode(msg))
+        producer.flush()
+
+    return publish

@@ -1,0 +1,99 @@
+"""A DSO's REST limit reaches the replica that owns the feeder, through Kafka, and holds."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from adapters.audit import verify
+from tests.integration.streaming import (
+    TOPOLOGY,
+    Replica,
+    Streams,
+    free_port,
+    now,
+    read_batches,
+    sums,
+)
+from tests.integration.test_stream import frequency, start_sessions
+
+pytestmark = pytest.mark.kafka
+TOKEN = "dso-a-secret-token"
+
+
+def test_rest_limit_is_published_applied_and_cancelled(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    streams = Streams(kafka_bootstrap)
+    streams.create()
+    topo = tmp_path / "topology.yaml"
+    topo.write_text(TOPOLOGY)
+    api_port = free_port()
+    tokens = [
+        {
+            "sha256": hashlib.sha256(TOKEN.encode()).hexdigest(),
+            "dso": "dso-a",
+            "areas": ["f1"],
+            "scopes": ["limits:read", "limits:write", "grid:read"],
+        }
+    ]
+    replica = Replica(
+        streams,
+        topo,
+        "api-g",
+        tmp_path / "r.log",
+        extra_env={
+            "GRIDFLEX_API__PORT": str(api_port),
+            "GRIDFLEX_API__TOKENS": json.dumps(tokens),
+            "GRIDFLEX_API__AUDIT_LOG": str(tmp_path / "audit.jsonl"),
+        },
+    )
+    try:
+        replica.wait_ready()
+        start_sessions(streams)
+        time.sleep(2)
+        base = f"http://127.0.0.1:{api_port}"
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        t = now()
+        body = {
+            "target_type": "feeder",
+            "target_id": "f1",
+            "start": (t - timedelta(minutes=1)).isoformat(),
+            "end": (t + timedelta(hours=1)).isoformat(),
+            "limit_kw": 7.5,
+            "event_id": "rest-1",
+        }
+        r = httpx.post(f"{base}/v1/limits", json=body, headers={**auth, "Idempotency-Key": "k1"})
+        assert r.status_code == 201, r.text
+        r2 = httpx.post(f"{base}/v1/limits", json=body, headers={**auth, "Idempotency-Key": "k1"})
+        assert r2.status_code == 201 and r2.headers.get("Idempotent-Replayed") == "true"
+        # another area is out of reach for this DSO
+        other = {**body, "target_id": "f2", "event_id": "rest-2"}
+        assert (
+            httpx.post(
+                f"{base}/v1/limits", json=other, headers={**auth, "Idempotency-Key": "k2"}
+            ).status_code
+            == 403
+        )
+        assert httpx.get(f"{base}/v1/limits").status_code == 401
+        time.sleep(2)  # the replica consumes the signal and re-plans
+        consumer = streams.consumer("setpoints")
+        frequency(streams, 50.0, count=3)
+        batches = [b for b in read_batches(consumer, 4) if b.issued_at > t]
+        _, feeder = sums(batches)
+        assert batches and feeder["f1"] <= 7.5 + 1e-6
+        signals = streams.consumer("grid-signals")
+        recs = [x for rs in signals.poll(timeout_ms=3000).values() for x in rs]
+        assert [x.key for x in recs] == [b"f1"]  # published once, keyed by the feeder
+        assert httpx.delete(f"{base}/v1/limits/rest-1", headers=auth).status_code == 204
+        lines = (tmp_path / "audit.jsonl").read_text().splitlines()
+        assert [json.loads(x)["kind"] for x in lines] == ["limit.received", "limit.cancelled"]
+        assert verify(tmp_path / "audit.jsonl") == []
+    finally:
+        assert replica.stop() == 0
