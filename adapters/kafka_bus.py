@@ -25,6 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -105,6 +106,7 @@ class StreamRunner:
         clock: Clock,
         metrics: Metrics,
         make_service: Callable[[Topology], Service] | None = None,
+        events: Callable[[str, dict[str, object], datetime], None] | None = None,
     ) -> None:
         self.topology = topology
         self.config = config
@@ -116,6 +118,7 @@ class StreamRunner:
         self.ready = False
         self.last_loop = time.monotonic()
         self._make_service = make_service
+        self._events = events
         self._last_tick = 0.0
         self._assigned: list[TopicPartition] | None = None
         self.producer = KafkaProducer(
@@ -188,7 +191,12 @@ class StreamRunner:
                 svc = self._make_service(topo)
             else:
                 svc = Service(
-                    topo, self.config, clock=self.clock, sink=self.sink, topics=self.topics
+                    topo,
+                    self.config,
+                    clock=self.clock,
+                    sink=self.sink,
+                    topics=self.topics,
+                    events=self._events,
                 )
             restored = self._restore(svc)
         signals = [p for p in assigned if p.topic == self.topics.grid_signals]

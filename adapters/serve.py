@@ -16,11 +16,12 @@ from types import FrameType
 
 import structlog
 
+from adapters.audit import AuditLog
 from adapters.http import HealthServer
 from adapters.inprocess import InProcessBus, RecordingSink, SystemClock
 from adapters.metrics import Metrics
 from adapters.settings import ServeSettings, load_topology
-from adapters.wiring import SignalQueue
+from adapters.wiring import SignalQueue, audit_events
 from aggregator.errors import ConfigError, InvalidInput, raise_if_issues
 from aggregator.service import Service
 
@@ -67,10 +68,14 @@ def serve(settings: ServeSettings, stop: threading.Event | None = None) -> int:
         return 2
     metrics = Metrics()
     clock = SystemClock()
+    audit = AuditLog(settings.audit_log) if settings.audit_log is not None else None
+    events = audit_events(audit) if audit is not None else None
     if settings.kafka is not None:
         from adapters.kafka_bus import StreamRunner
 
-        runner = StreamRunner(topology, config, settings.kafka, clock=clock, metrics=metrics)
+        runner = StreamRunner(
+            topology, config, settings.kafka, clock=clock, metrics=metrics, events=events
+        )
         http = HealthServer(
             settings.http_host,
             settings.http_port,
@@ -84,7 +89,7 @@ def serve(settings: ServeSettings, stop: threading.Event | None = None) -> int:
             from adapters.wiring import kafka_publisher, start_api
 
             publish = kafka_publisher(runner.producer, runner.topics.grid_signals, topology)
-            api = start_api(settings.api, topology, publish, lambda: runner.service, clock)
+            api = start_api(settings.api, topology, publish, lambda: runner.service, clock, audit)
             log.info("api", port=api.port, mutual_tls=settings.api.client_ca is not None)
         log.info(
             "serving",
@@ -104,7 +109,7 @@ def serve(settings: ServeSettings, stop: threading.Event | None = None) -> int:
             log.info("stopped")
         return 0
     bus = InProcessBus()
-    svc = Service(topology, config, clock=clock, sink=RecordingSink())
+    svc = Service(topology, config, clock=clock, sink=RecordingSink(), events=events)
     last = [time.monotonic()]
     http = HealthServer(
         settings.http_host,
@@ -118,7 +123,7 @@ def serve(settings: ServeSettings, stop: threading.Event | None = None) -> int:
     signals = SignalQueue()
     api = None
     if settings.api is not None:
-        api = start_api(settings.api, topology, signals.put, lambda: svc, clock)
+        api = start_api(settings.api, topology, signals.put, lambda: svc, clock, audit)
         log.info("api", port=api.port, mutual_tls=settings.api.client_ca is not None)
     log.info("serving", mode="embedded", http_port=http.port)
     try:

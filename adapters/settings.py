@@ -144,6 +144,7 @@ class ServeSettings(BaseSettings):
     topology: Path
     kafka: KafkaSettings | None = None
     api: ApiSettings | None = None
+    audit_log: Path | None = None  # limits received/cancelled and fallbacks, hash-chained
     service: ServiceSettings = ServiceSettings()
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import queue
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,7 @@ from markets.products import fleet_flexibility_kw
 __all__ = [
     "ApiHandle",
     "SignalQueue",
+    "audit_events",
     "feeder_key",
     "flexibility_view",
     "kafka_publisher",
@@ -124,11 +126,13 @@ def start_api(
     publish: Callable[[Signal], None],
     service: Callable[[], Service | None],
     clock: Clock,
+    audit: AuditLog | None = None,
 ) -> ApiHandle:
     """Start the REST API beside the service loop; returns once it listens."""
     entries = list(settings.tokens)
     tokens = TokenRegistry.from_config(entries)
-    audit = AuditLog(settings.audit_log) if settings.audit_log is not None else None
+    if audit is None and settings.audit_log is not None:
+        audit = AuditLog(settings.audit_log)
     ctx = ApiContext(
         topology=topology,
         publish=publish,
@@ -148,6 +152,15 @@ def start_api(
     from adapters.api import api_port
 
     return ApiHandle(server, thread, api_port(server))
+
+
+def audit_events(log: AuditLog) -> Callable[[str, dict[str, object], datetime], None]:
+    """The service's event hook writing to a hash-chained audit log."""
+
+    def record(kind: str, payload: dict[str, object], at: datetime) -> None:
+        log.append(kind, payload, at, source="service")
+
+    return record
 
 
 def kafka_publisher(producer: Any, topic: str, topology: Topology) -> Callable[[Signal], None]:

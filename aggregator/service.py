@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -70,6 +71,7 @@ class ServiceConfig:
     horizon_s: float = 86_400.0
     min_replan_interval_s: float = 300.0
     setpoint_validity_s: float = 120.0
+    heartbeat_interval_s: float = 30.0  # a batch per CSMS at least this often
     failsafe_kw: float = 4.2
     failsafe_duration_s: float = 7_200.0
     reserve_kw: float = 0.0
@@ -96,6 +98,10 @@ class ServiceConfig:
             issues.append(Issue("failsafe_kw", "must be ≥ 0"))
         if not self.setpoint_validity_s > 0:
             issues.append(Issue("setpoint_validity_s", "must be > 0"))
+        if not 0 < self.heartbeat_interval_s < self.setpoint_validity_s:
+            issues.append(
+                Issue("heartbeat_interval_s", "must be > 0 and below setpoint_validity_s")
+            )
         if not self.reserve_kw >= 0:
             issues.append(Issue("reserve_kw", "must be ≥ 0"))
         if not 0 <= self.deadband_hz < self.full_activation_hz:
@@ -139,6 +145,7 @@ class Service:
         planner: Planner | None = None,
         topics: Topics = DEFAULT_TOPICS,
         grid: GridModel | None = None,
+        events: Callable[[str, dict[str, object], datetime], None] | None = None,
     ) -> None:
         issues = topology.validate() + config.validate()
         if issues:
@@ -153,6 +160,9 @@ class Service:
         self.planner = planner or Planner(config.solver, time_limit_s=config.plan_time_limit_s)
         self.dispatcher = Dispatcher()
         self.grid = grid
+        self.events = events  # limits received/cancelled and fallbacks (the audit log)
+        self._last_dispatch: datetime | None = None
+        self._last_deviation_kw = 0.0
         self.grid_checks: list[GridCheck] = []
         self.grid_notes: list[str] = []
         self._grid_cache: tuple[datetime, SiteLinearConstraints | None] | None = None
@@ -210,6 +220,9 @@ class Service:
         if isinstance(msg, DsoLimitCancel):
             found = self.limits.cancel(msg.event_id)
             self.counters["limits.cancelled" if found else "limits.cancel_unknown"] += 1
+            self._event(
+                "limit.cancelled", {"event_id": msg.event_id, "found": found, "source": msg.source}
+            )
         else:
             assert isinstance(msg, DsoLimitMessage)
             lim = msg.to_domain()
@@ -219,6 +232,18 @@ class Service:
                 return "; ".join(str(i) for i in issues)
             self.limits.add(lim)
             self.counters["limits.received"] += 1
+            self._event(
+                "limit.received",
+                {
+                    "event_id": lim.event_id,
+                    "target_type": lim.target_type.value,
+                    "target_id": lim.target_id,
+                    "start": lim.start.isoformat(),
+                    "end": lim.end.isoformat(),
+                    "limit_kw": lim.limit_kw,
+                    "source": lim.source,
+                },
+            )
         self.tick(force_replan=True)
         return None
 
@@ -248,6 +273,18 @@ class Service:
         if force_replan or self._replan_due(now):
             self.replan()
         self._refresh_frame(now)
+        # heartbeat: every CSMS hears from us well before its lease (valid_until) runs out,
+        # also when no frequency signal drives the fast loop
+        c = self.config
+        if self._csms_slots and (
+            self._last_dispatch is None
+            or (now - self._last_dispatch).total_seconds() >= c.heartbeat_interval_s
+        ):
+            self.dispatch(self._last_deviation_kw)
+
+    def _event(self, kind: str, payload: dict[str, object]) -> None:
+        if self.events is not None:
+            self.events(kind, payload, self.clock.now())
 
     def _replan_due(self, now: datetime) -> bool:
         if self._planned_at is None or self.plan is None:
@@ -318,6 +355,14 @@ class Service:
         self.counters["plans"] += 1
         if plan.fallback is not None:
             self.counters["plans.fallback"] += 1
+            self._event(
+                "fallback",
+                {
+                    "reason": plan.fallback,
+                    "sessions": int(slots.size),
+                    "plan_start": plan.start.isoformat(),
+                },
+            )
         self._frame_key = None
         return plan
 
@@ -465,4 +510,6 @@ class Service:
         elapsed = time.perf_counter() - t0
         self.dispatch_s.append(elapsed)
         self.counters["dispatches"] += 1
+        self._last_dispatch = now
+        self._last_deviation_kw = deviation_kw
         return DispatchOutcome(p, self._baseline, deviation_kw, len(self._csms_slots), elapsed)

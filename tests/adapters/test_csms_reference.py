@@ -166,8 +166,9 @@ def test_leases_hold_the_setpoints_until_valid_until(rig: Rig) -> None:
     sums = site_sums({e: p for e, (p, _, _) in lease.items()})
     assert sums["s2"] <= SITE_S2_LIMIT_KW + 1e-6
     assert sum(sums.values()) <= FEEDER_LIMIT_KW + 1e-6
-    assert rig.csms["cs-a"].counters["applied"] == 4
-    assert rig.csms["cs-a"].counters["dropped.other_csms"] == 4
+    sent = [b.csms_id for b in rig.recorder.batches]  # dispatches and heartbeats
+    assert rig.csms["cs-a"].counters["applied"] == sent.count("cs-a") >= 4
+    assert rig.csms["cs-a"].counters["dropped.other_csms"] == sent.count("cs-b")
 
 
 def test_service_stopped_mid_event_every_evse_holds_its_failsafe(rig: Rig) -> None:

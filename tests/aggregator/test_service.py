@@ -135,8 +135,10 @@ def test_batches_are_valid_sequenced_and_carry_validity_and_source_time() -> Non
         by_csms.setdefault(b.csms_id, []).append(b.seq)
         again = decode_setpoints(encode(b))  # the wire form validates
         assert again.valid_until == b.issued_at + timedelta(seconds=120)
-        assert again.source_ts == b.issued_at
+        # a frequency-driven batch names its signal; a heartbeat batch has none
+        assert again.source_ts in (None, b.issued_at)
     assert set(by_csms) == {"cs-a", "cs-b"}
+    assert any(b.source_ts is not None for b in sink.batches)
     for seqs in by_csms.values():
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
 
@@ -285,3 +287,18 @@ def test_no_batch_ever_exceeds_a_site_feeder_or_dso_limit(events: list[tuple[str
                         <= svc.fleet.max_power_kw[slot] + 1e-6
                     )
     assert np.isfinite(svc.counters["dispatches"])
+
+
+def test_heartbeat_batches_go_out_without_frequency_signals() -> None:
+    svc, sink, clock = make()
+    svc.handle(start(1, "s1"))
+    svc.handle(freq(50.0))
+    n = len(sink.batches)
+    for _ in range(10):  # 10 × 10 s, no frequency signal at all
+        clock.advance(10)
+        svc.tick()
+    beats = sink.batches[n:]
+    assert len(beats) >= 3 and all(b.source_ts is None for b in beats)
+    # every lease is renewed before it runs out
+    gaps = [(b.issued_at - a.issued_at).total_seconds() for a, b in zip(beats, beats[1:])]
+    assert max(gaps) <= 30.0 < 120.0
