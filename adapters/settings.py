@@ -20,13 +20,14 @@ The topology file lists feeders and sites::
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_type_hints
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -76,22 +77,33 @@ class KafkaSettings(BaseModel):
         )
 
 
-class ServiceSettings(BaseModel):
-    """The :class:`~aggregator.service.ServiceConfig` fields, with their defaults."""
+def _service_fields() -> dict[str, Any]:
+    hints = get_type_hints(ServiceConfig)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(ServiceConfig):
+        factory = f.default_factory
+        default = factory() if callable(factory) else f.default
+        out[f.name] = (hints[f.name], default)
+    return out
 
+
+class _ServiceBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    plan_step_s: float = 900.0
-    horizon_s: float = 86_400.0
-    setpoint_validity_s: float = 120.0
-    failsafe_kw: float = 4.2
-    failsafe_duration_s: float = 7_200.0
-    reserve_kw: float = 0.0
-    solver: str = "HIGHS"
-    plan_time_limit_s: float = 30.0
-
     def config(self) -> ServiceConfig:
-        return ServiceConfig(**self.model_dump())
+        return ServiceConfig(
+            **{f.name: getattr(self, f.name) for f in dataclasses.fields(ServiceConfig)}
+        )
+
+
+# Every field of the service's own config, with its defaults: one source of truth, so a new
+# ServiceConfig option is settable from the environment (GRIDFLEX_SERVICE__<NAME>) at once.
+ServiceSettings = create_model(
+    "ServiceSettings",
+    __base__=_ServiceBase,
+    __doc__="The ServiceConfig fields, as settings.",
+    **_service_fields(),
+)
 
 
 # The values of the settings file being loaded by load_settings (a source *below* the
