@@ -85,7 +85,12 @@ def test_keyed_records_round_trip_through_a_consumer_group(kafka_bootstrap: str)
 
 def test_kafka_sh_status_reports_the_running_broker(kafka_broker: KafkaBroker) -> None:
     if kafka_broker.env is None:
-        pytest.skip("GRIDFLEX_KAFKA_BOOTSTRAP: an external broker, not managed by kafka.sh")
+        # an external broker (GRIDFLEX_KAFKA_BOOTSTRAP) is not kafka.sh's to report on:
+        # check that it answers a real request instead
+        admin = KafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
+        assert isinstance(admin.list_topics(), list)
+        admin.close()
+        return
     status = kafka_broker.script("status")
     assert status.returncode == 0, status.stdout + status.stderr
     assert f"{kafka_broker.bootstrap}" in status.stdout
