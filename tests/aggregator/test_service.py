@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -300,5 +301,5 @@ def test_heartbeat_batches_go_out_without_frequency_signals() -> None:
     beats = sink.batches[n:]
     assert len(beats) >= 3 and all(b.source_ts is None for b in beats)
     # every lease is renewed before it runs out
-    gaps = [(b.issued_at - a.issued_at).total_seconds() for a, b in zip(beats, beats[1:])]
+    gaps = [(b.issued_at - a.issued_at).total_seconds() for a, b in pairwise(beats)]
     assert max(gaps) <= 30.0 < 120.0
