@@ -21,7 +21,14 @@ from adapters.http import HealthServer
 from adapters.inprocess import InProcessBus, RecordingSink, SystemClock
 from adapters.metrics import Metrics
 from adapters.settings import ServeSettings, load_topology
-from adapters.wiring import SignalQueue, audit_events
+from adapters.wiring import (
+    PowerSnapshot,
+    PriceInbox,
+    SignalQueue,
+    audit_events,
+    start_api,
+    validated,
+)
 from aggregator.errors import ConfigError, InvalidInput, raise_if_issues
 from aggregator.service import Service
 
@@ -86,11 +93,27 @@ def serve(settings: ServeSettings, stop: threading.Event | None = None) -> int:
         http.start()
         api = None
         if settings.api is not None:
-            from adapters.wiring import kafka_publisher, start_api
+            from adapters.wiring import kafka_publisher
 
             publish = kafka_publisher(runner.producer, runner.topics.grid_signals, topology)
             api = start_api(settings.api, topology, publish, lambda: runner.service, clock, audit)
             log.info("api", port=api.port, mutual_tls=settings.api.client_ca is not None)
+        power, prices = PowerSnapshot(), PriceInbox()
+        ven = None
+        if settings.openadr is not None:
+            from adapters.openadr import OpenAdrVen
+            from adapters.wiring import kafka_publisher
+
+            to_kafka = kafka_publisher(runner.producer, runner.topics.grid_signals, topology)
+            ven = OpenAdrVen(
+                settings.openadr,
+                validated(topology, to_kafka),
+                power.kw,
+                audit=audit,
+                on_prices=prices.put,
+            )
+            ven.start()
+            log.info("openadr_ven", vtn=settings.openadr.vtn_url)
         log.info(
             "serving",
             mode="kafka",
@@ -99,9 +122,16 @@ def serve(settings: ServeSettings, stop: threading.Event | None = None) -> int:
             http_port=http.port,
         )
         try:
+            refreshed = 0.0
             while not stop.is_set():
                 runner.poll_once()
+                if time.monotonic() - refreshed >= 1.0:
+                    refreshed = time.monotonic()
+                    power.refresh(runner.service)
+                    prices.drain(runner.service)
         finally:
+            if ven is not None:
+                ven.stop()
             if api is not None:
                 api.stop()
             runner.close()
@@ -125,16 +155,34 @@ def serve(settings: ServeSettings, stop: threading.Event | None = None) -> int:
     if settings.api is not None:
         api = start_api(settings.api, topology, signals.put, lambda: svc, clock, audit)
         log.info("api", port=api.port, mutual_tls=settings.api.client_ca is not None)
+    power, prices = PowerSnapshot(), PriceInbox()
+    ven = None
+    if settings.openadr is not None:
+        from adapters.openadr import OpenAdrVen
+
+        ven = OpenAdrVen(
+            settings.openadr,
+            validated(topology, signals.put),
+            power.kw,
+            audit=audit,
+            on_prices=prices.put,
+        )
+        ven.start()
+        log.info("openadr_ven", vtn=settings.openadr.vtn_url)
     log.info("serving", mode="embedded", http_port=http.port)
     try:
         while not stop.is_set():
             last[0] = time.monotonic()
             signals.drain(svc)
+            prices.drain(svc)
+            power.refresh(svc)
             for rec in bus.poll():
                 svc.handle(rec)
             svc.tick()
             stop.wait(settings.tick_s)
     finally:
+        if ven is not None:
+            ven.stop()
         if api is not None:
             api.stop()
         http.stop()

@@ -35,6 +35,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from adapters.openadr_config import OpenAdrConfig
 from aggregator.errors import ConfigError, Issue
 from aggregator.interfaces import Topics
 from aggregator.service import ServiceConfig
@@ -156,6 +157,7 @@ class ServeSettings(BaseSettings):
     topology: Path
     kafka: KafkaSettings | None = None
     api: ApiSettings | None = None
+    openadr: OpenAdrConfig | None = None  # an OpenADR 2.0b VEN beside the service
     audit_log: Path | None = None  # limits received/cancelled and fallbacks, hash-chained
     service: ServiceSettings = ServiceSettings()
     http_host: str = "127.0.0.1"

@@ -33,12 +33,15 @@ from markets.products import fleet_flexibility_kw
 
 __all__ = [
     "ApiHandle",
+    "PowerSnapshot",
+    "PriceInbox",
     "SignalQueue",
     "audit_events",
     "feeder_key",
     "flexibility_view",
     "kafka_publisher",
     "start_api",
+    "validated",
 ]
 
 Signal = DsoLimitMessage | DsoLimitCancel
@@ -178,3 +181,68 @@ def kafka_publisher(producer: Any, topic: str, topology: Topology) -> Callable[[
         producer.flush()
 
     return publish
+
+
+class PowerSnapshot:
+    """Measured power per site, feeder and the fleet, refreshed by the service loop and
+    read by other threads (TELEMETRY_USAGE reports): a dict swapped whole, never mutated."""
+
+    def __init__(self) -> None:
+        self._kw: dict[str, float] = {}
+
+    def refresh(self, service: Service | None) -> None:
+        if service is None:
+            self._kw = {}
+            return
+        f, topo = service.fleet, service.topology
+        n = f.n_slots
+        live = np.where(f.active[:n], f.power_kw[:n], 0.0)
+        site = np.bincount(f.site[:n], weights=live, minlength=topo.n_sites)
+        feeder = np.bincount(topo.site_feeder, weights=site, minlength=topo.n_feeders)
+        kw = {s.site_id: float(site[i]) for i, s in enumerate(topo.sites)}
+        kw.update({fd.feeder_id: float(feeder[i]) for i, fd in enumerate(topo.feeders)})
+        kw["fleet"] = float(site.sum())
+        self._kw = kw
+
+    def kw(self, target_id: str) -> float:
+        return self._kw.get(target_id, 0.0)
+
+
+def validated(
+    topology: Topology, publish: Callable[[Signal], None]
+) -> Callable[[Signal], str | None]:
+    """Publish a grid signal after checking its target; returns the rejection reason."""
+
+    def send(msg: Signal) -> str | None:
+        if isinstance(msg, DsoLimitMessage):
+            issues = msg.to_domain().validate(topology)
+            if issues:
+                return "; ".join(map(str, issues))
+        publish(msg)
+        return None
+
+    return send
+
+
+class PriceInbox:
+    """Price points from OpenADR (VEN thread) merged into the service's series (loop)."""
+
+    def __init__(self) -> None:
+        self._q: queue.Queue[Any] = queue.Queue()
+        self._points: list[Any] = []
+
+    def put(self, points: Any) -> None:
+        self._q.put(list(points))
+
+    def drain(self, service: Service | None) -> None:
+        from adapters.openadr import price_series
+
+        changed = False
+        while True:
+            try:
+                self._points.extend(self._q.get_nowait())
+                changed = True
+            except queue.Empty:
+                break
+        if changed and service is not None and self._points:
+            service.prices = price_series(self._points)
