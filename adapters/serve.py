@@ -41,6 +41,7 @@ def configure_logging(fmt: str, level: str) -> None:
     )
     logging.basicConfig(level=level, stream=sys.stderr, format="%(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
+    logging.getLogger("openleadr").setLevel(logging.WARNING)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
