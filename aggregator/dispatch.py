@@ -88,7 +88,7 @@ def _shares(
         total = head.sum()
         return head / total if total > _EPS else np.zeros_like(base)
     site_head = np.bincount(slot_site, weights=head, minlength=n_sites)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         within = np.where(site_head[slot_site] > _EPS, head / site_head[slot_site], 0.0)
     # a site never promises more than its slots' headroom
     kept = np.minimum(site_reserve, site_head)

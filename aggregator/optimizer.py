@@ -424,7 +424,7 @@ def proportional_plan(req: PlanRequest, reason: str) -> Plan:
         (idx.step_of, req.caps.fleet_kw),
     ):
         sums = _bincount_f(rows, weights=x, minlength=caps.size)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             alpha = np.where(sums > caps, np.clip(caps / sums, 0.0, 1.0), 1.0)
         x *= alpha[rows]
     # energy: cumulative per session, stop when the need is met (ASAP order)

@@ -252,7 +252,7 @@ def transfer_plan(
     head_up = np.where(in_step, req.max_power_kw[mates, None] - plan.power_kw[mates], 0.0)
     head_dn = np.where(in_step, plan.power_kw[mates] - req.min_power_kw[mates, None], 0.0)
     mine = int(np.flatnonzero(mates == session)[0])
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         up_share = np.nan_to_num(head_up[mine] / head_up.sum(axis=0))
         dn_share = np.nan_to_num(head_dn[mine] / head_dn.sum(axis=0))
     up = np.where(plugged, up_share * plan.reserve_up_kw[site], 0.0)

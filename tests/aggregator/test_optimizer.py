@@ -258,3 +258,11 @@ def test_resolve_with_new_plugged_fractions_matches_a_fresh_build() -> None:
     assert again.objective == pytest.approx(fresh.objective, rel=1e-6, abs=1e-6)
     np.testing.assert_allclose(again.power_kw, fresh.power_kw, atol=1e-4)
     assert_plan_respects(moved, again)
+
+
+def test_proportional_plan_with_denormal_power_raises_no_warning() -> None:
+    # regression (found by hypothesis in CI): a 5e-324 kW session made caps/sums overflow
+    req = request(n=3, steps=4, sites=1, site_cap=1.0, feeder_cap=1.0, price=False)
+    tiny = dataclasses.replace(req, max_power_kw=np.full(3, 5e-324))
+    plan = proportional_plan(tiny, "test")  # RuntimeWarnings are errors in the core
+    assert np.all(np.isfinite(plan.power_kw))
