@@ -20,12 +20,13 @@ from adapters.audit import AuditLog
 from adapters.http import HealthServer
 from adapters.inprocess import InProcessBus, RecordingSink, SystemClock
 from adapters.metrics import Metrics
-from adapters.settings import ServeSettings, load_topology
+from adapters.settings import ServeSettings, load_feeder_models, load_topology
 from adapters.wiring import (
     PowerSnapshot,
     PriceInbox,
     SignalQueue,
     audit_events,
+    hosting_view,
     start_api,
     validated,
 )
@@ -97,7 +98,10 @@ def serve(settings: ServeSettings, stop: threading.Event | None = None) -> int:
             from adapters.wiring import kafka_publisher
 
             publish = kafka_publisher(runner.producer, runner.topics.grid_signals, topology)
-            api = start_api(settings.api, topology, publish, lambda: runner.service, clock, audit)
+            hosting = hosting_view(load_feeder_models(settings.topology), topology, clock)
+            api = start_api(
+                settings.api, topology, publish, lambda: runner.service, clock, audit, hosting
+            )
             log.info("api", port=api.port, mutual_tls=settings.api.client_ca is not None)
         power, prices = PowerSnapshot(), PriceInbox()
         ven = None
@@ -154,7 +158,8 @@ def serve(settings: ServeSettings, stop: threading.Event | None = None) -> int:
     signals = SignalQueue()
     api = None
     if settings.api is not None:
-        api = start_api(settings.api, topology, signals.put, lambda: svc, clock, audit)
+        hosting = hosting_view(load_feeder_models(settings.topology), topology, clock)
+        api = start_api(settings.api, topology, signals.put, lambda: svc, clock, audit, hosting)
         log.info("api", port=api.port, mutual_tls=settings.api.client_ca is not None)
     power, prices = PowerSnapshot(), PriceInbox()
     ven = None

@@ -46,6 +46,7 @@ __all__ = [
     "KafkaSettings",
     "ServeSettings",
     "ServiceSettings",
+    "load_feeder_models",
     "load_settings",
     "load_topology",
 ]
@@ -197,6 +198,20 @@ def load_settings(file: Path | None = None, **overrides: Any) -> ServeSettings:
     if issues:
         raise ConfigError(issues)
     return settings
+
+
+def load_feeder_models(path: Path) -> dict[str, str]:
+    """Feeder id → grid model spec (a feeder's optional ``model`` key in the topology
+    file: a SimBench code, ``pandapower:NAME`` or a pandapower JSON path)."""
+    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    out: dict[str, str] = {}
+    for f in doc.get("feeders") or []:
+        if isinstance(f, dict) and f.get("model") and f.get("id") is not None:
+            spec = str(f["model"])
+            if spec.endswith(".json") and not Path(spec).is_absolute():
+                spec = str(path.parent / spec)
+            out[str(f["id"])] = spec
+    return out
 
 
 def load_topology(path: Path) -> Topology:

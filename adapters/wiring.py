@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import queue
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,7 @@ __all__ = [
     "audit_events",
     "feeder_key",
     "flexibility_view",
+    "hosting_view",
     "kafka_publisher",
     "start_api",
     "validated",
@@ -130,6 +131,7 @@ def start_api(
     service: Callable[[], Service | None],
     clock: Clock,
     audit: AuditLog | None = None,
+    hosting: Callable[[str], Mapping[str, Any]] | None = None,
 ) -> ApiHandle:
     """Start the REST API beside the service loop; returns once it listens."""
     entries = list(settings.tokens)
@@ -143,6 +145,7 @@ def start_api(
         clock=clock.now,
         audit=audit,
         flexibility=lambda feeders: flexibility_view(service(), feeders),
+        hosting=hosting,
     )
     server, thread = serve_api(
         create_app(ctx),
@@ -246,3 +249,38 @@ class PriceInbox:
                 break
         if changed and service is not None and self._points:
             service.prices = price_series(self._points)
+
+
+def hosting_view(
+    models: Mapping[str, str], topology: Topology, clock: Clock, *, steps: int = 96
+) -> Callable[[str], Mapping[str, Any]]:
+    """Hosting capacity per site of a feeder for the next ``steps`` quarter hours, on top of
+    the feeder's own load (AC-verified, ``grid.hosting_capacity_kw``); cached per hour.
+
+    ``models`` maps feeder ids to grid model specs (the topology file's ``model`` keys);
+    a feeder without one raises :class:`LookupError` (the API answers 404).
+    """
+    import grid
+
+    cache: dict[tuple[str, datetime], Mapping[str, Any]] = {}
+
+    def hosting(feeder_id: str) -> Mapping[str, Any]:
+        spec = models.get(feeder_id)
+        sites = [s for s in topology.sites if s.feeder_id == feeder_id and s.bus]
+        if spec is None or not sites:
+            raise LookupError(f"no grid model for feeder {feeder_id!r}")
+        hour = clock.now().replace(minute=0, second=0, microsecond=0)
+        key = (feeder_id, hour)
+        if key not in cache:
+            model = grid.load_feeder(spec)
+            times = [hour + timedelta(minutes=15 * i) for i in range(steps)]
+            cap = grid.hosting_capacity_kw(model, [str(s.bus) for s in sites], times)
+            cache.clear()  # one hour at a time is enough
+            cache[key] = {
+                "start": hour,
+                "step_s": 900.0,
+                "site_kw": {s.site_id: cap[:, k].tolist() for k, s in enumerate(sites)},
+            }
+        return cache[key]
+
+    return hosting
