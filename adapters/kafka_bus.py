@@ -288,6 +288,8 @@ class StreamRunner:
                 self._last_tick = now
                 svc.tick()
                 self.metrics.sessions.set(int(svc.fleet.active[: svc.fleet.n_slots].sum()))
+                for feeder, kw in svc.feeder_headroom_kw().items():
+                    self.metrics.headroom.labels(feeder).set(kw)
             self._write_state(svc)
             self._drain_history(svc)
         if batch:

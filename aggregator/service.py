@@ -366,6 +366,20 @@ class Service:
         self._frame_key = None
         return plan
 
+    def feeder_headroom_kw(self) -> dict[str, float]:
+        """Per feeder, its cap now minus the limit-safe base the fast loop dispatches around."""
+        frame = self._frame
+        if frame is None:
+            return {}
+            # the limit-safe baseline (the dispatch without activation), per feeder
+        base = np.bincount(
+            frame.slot_feeder, weights=self._baseline, minlength=self.topology.n_feeders
+        )
+        return {
+            f.feeder_id: float(frame.feeder_cap_kw[i] - base[i])
+            for i, f in enumerate(self.topology.feeders)
+        }
+
     @property
     def last_request(self) -> PlanRequest | None:
         """The request the current plan answers (sessions, caps, steps)."""

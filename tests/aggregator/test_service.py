@@ -303,3 +303,14 @@ def test_heartbeat_batches_go_out_without_frequency_signals() -> None:
     # every lease is renewed before it runs out
     gaps = [(b.issued_at - a.issued_at).total_seconds() for a, b in pairwise(beats)]
     assert max(gaps) <= 30.0 < 120.0
+
+
+def test_feeder_headroom_is_cap_minus_base() -> None:
+    svc, _, _ = make(reserve_kw=0.0)
+    assert svc.feeder_headroom_kw() == {}
+    for i in range(3):
+        svc.handle(start(i, "s1"))
+    svc.handle(limit(20.0))
+    svc.handle(freq(50.0))
+    head = svc.feeder_headroom_kw()
+    assert set(head) == {"f1"} and -1e-6 <= head["f1"] <= 20.0
