@@ -121,6 +121,7 @@ class StreamRunner:
         self._events = events
         self._last_tick = 0.0
         self._assigned: list[TopicPartition] | None = None
+        self._plans_seen = 0
         self.producer = KafkaProducer(
             bootstrap_servers=kafka.bootstrap,
             client_id=f"{kafka.client_id}-producer",
@@ -203,6 +204,7 @@ class StreamRunner:
         if signals:
             self.consumer.seek_to_beginning(*signals)  # limits are idempotent by event id
         self.service = svc
+        self._plans_seen = 0
         self.ready = True
         self.metrics.ready.set(1)
         feeders = [f.feeder_id for f in topo.feeders]
@@ -316,15 +318,13 @@ class StreamRunner:
         return len(records)
 
     def _drain_history(self, svc: Service) -> None:
-        """Plan times into the ``plan_solve`` histogram; then drop what the service keeps
-        for simulation reports (every plan with its arrays, every dispatch time): a replica
-        runs for months and those lists would grow without bound."""
-        for plan in svc.plans:
-            self.metrics.plan_solve.observe(plan.build_s + plan.solve_s)
-        svc.plans.clear()
-        svc.dispatch_s.clear()
-        svc.grid_checks.clear()
-        svc.grid_notes.clear()
+        """New plan times into the ``plan_solve`` histogram (the service keeps a bounded
+        history of them; ``plans.solved`` counts every one)."""
+        new = svc.counters["plans.solved"] - self._plans_seen
+        if new > 0:
+            for seconds in list(svc.plan_s)[-new:]:
+                self.metrics.plan_solve.observe(seconds)
+        self._plans_seen = svc.counters["plans.solved"]
 
     def _dead_letter(self, topic: str, partition: int, r: Any, reason: str) -> None:
         self.metrics.rejected.labels(reason.split(":", 1)[0][:40]).inc()

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -60,7 +60,9 @@ from aggregator.optimizer import Planner
 from aggregator.planning import Plan, PlanRequest, PlanWeights, SiteLinearConstraints
 from aggregator.topology import Topology
 
-__all__ = ["DispatchOutcome", "PriceSeries", "Service", "ServiceConfig"]
+__all__ = ["HISTORY", "DispatchOutcome", "PriceSeries", "Service", "ServiceConfig"]
+
+HISTORY = 100_000  # plan and dispatch timings kept for statistics (a deque each)
 
 
 @dataclass(frozen=True)
@@ -163,16 +165,17 @@ class Service:
         self.events = events  # limits received/cancelled and fallbacks (the audit log)
         self._last_dispatch: datetime | None = None
         self._last_deviation_kw = 0.0
-        self.grid_checks: list[GridCheck] = []
-        self.grid_notes: list[str] = []
+        # bounded history: a replica runs for months (the newest values win)
+        self.last_grid_check: GridCheck | None = None
+        self.grid_notes: deque[str] = deque(maxlen=1_000)
         self._grid_cache: tuple[datetime, SiteLinearConstraints | None] | None = None
         self.prices: PriceSeries | None = None
         self.counters: Counter[str] = Counter()
         # EVSEs whose state changed since a bus adapter last wrote them out (state topic)
         self.changed_evses: set[str] = set()
         self.plan: Plan | None = None
-        self.plans: list[Plan] = []
-        self.dispatch_s: list[float] = []
+        self.plan_s: deque[float] = deque(maxlen=HISTORY)  # build + solve of solved plans
+        self.dispatch_s: deque[float] = deque(maxlen=HISTORY)  # fast-loop runs
         self._plan_slots: NDArray[np.intp] = np.zeros(0, dtype=np.intp)
         self._plan_req: PlanRequest | None = None
         self._planned_at: datetime | None = None
@@ -348,7 +351,9 @@ class Service:
         req, slots = self.plan_request(now)
         plan = self._plan_on_grid(req) if self.grid is not None else self.planner.plan(req)
         self.plan, self._plan_slots, self._plan_req = plan, slots, req
-        self.plans.append(plan)
+        if plan.solver != "none":  # an empty plan solved nothing
+            self.plan_s.append(plan.build_s + plan.solve_s)
+            self.counters["plans.solved"] += 1
         self._planned_at = now
         self._planned_fleet_version = self.fleet.version
         self._planned_limits_version = self.limits.version
@@ -407,7 +412,7 @@ class Service:
         )
         self._grid_cache = (req.start, res.constraints)
         if res.check is not None:
-            self.grid_checks.append(res.check)
+            self.last_grid_check = res.check
         if res.note is not None:
             self.grid_notes.append(res.note)
             self.counters["plans.grid_note"] += 1

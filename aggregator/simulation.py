@@ -426,7 +426,7 @@ def _summary(
     n: int,
     grid: GridModel | None,
 ) -> dict[str, Any]:
-    solve = [p.build_s + p.solve_s for p in svc.plans if p.solver != "none"]
+    solve = list(svc.plan_s)
     fast_ms = np.array(svc.dispatch_s) * 1000.0
     active = fcr_req != 0
     err = (fcr_got - fcr_req)[active] if active.any() else np.zeros(1)
@@ -448,7 +448,7 @@ def _summary(
         "fcr_reserve_kw": scenario.reserve_kw,
         "fcr_tracking_error_kw_rms": round(float(np.sqrt(np.mean(err**2))), 4),
         "fcr_activations": int(active.sum()),
-        "plans": len(svc.plans),
+        "plans": svc.counters["plans"],
         "plan_fallbacks": int(svc.counters["plans.fallback"]),
         "plan_solve_s_median": round(float(np.median(solve)), 4) if solve else 0.0,
         "fast_loop_ms_p50": round(float(np.percentile(fast_ms, 50)), 4) if fast_ms.size else 0.0,
@@ -475,7 +475,7 @@ def _grid_summary(
         "grid_violations": len(done.violations),
         **free.figures("uncontrolled_"),
         "uncontrolled_grid_violations": len(free.violations),
-        "grid_plan_notes": len(svc.grid_notes),
+        "grid_plan_notes": svc.counters["plans.grid_note"],
     }
     series = {
         "loading_pct": list(done.loading_pct_by_step),

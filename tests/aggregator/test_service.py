@@ -314,3 +314,15 @@ def test_feeder_headroom_is_cap_minus_base() -> None:
     svc.handle(freq(50.0))
     head = svc.feeder_headroom_kw()
     assert set(head) == {"f1"} and -1e-6 <= head["f1"] <= 20.0
+
+
+def test_timing_history_is_bounded() -> None:
+    from aggregator.service import HISTORY
+
+    svc, _, _ = make()
+    svc.handle(start(1, "s1"))
+    for _ in range(3):
+        svc.handle(freq(50.0))
+    assert len(svc.dispatch_s) >= 3 and svc.dispatch_s.maxlen == HISTORY
+    assert svc.plan_s.maxlen == HISTORY
+    assert svc.counters["plans.solved"] == len(svc.plan_s) >= 1
