@@ -93,14 +93,8 @@ class GridModel(Protocol):
 
 def plan_site_power_kw(plan: Plan, req: PlanRequest) -> NDArray[np.float64]:
     """The plan's average power per site and step (kW, sites × steps)."""
-    t = np.arange(req.steps)
-    frac = ((t >= req.first_step[:, None]) & (t < req.last_step[:, None])).astype(np.float64)
-    rows = np.arange(req.n_sessions)
-    frac[rows, req.first_step] = req.first_frac
-    last = req.last_step - 1
-    frac[rows, last] = np.minimum(frac[rows, last], req.last_frac)
     out = np.zeros((req.n_sites, req.steps))
-    np.add.at(out, req.session_site, plan.power_kw * frac)
+    np.add.at(out, req.session_site, plan.power_kw * req.plugged_fraction())
     return out
 
 

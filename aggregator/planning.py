@@ -35,8 +35,36 @@ __all__ = [
     "PlanRequest",
     "PlanWeights",
     "SiteLinearConstraints",
+    "session_windows",
     "transfer_plan",
 ]
+
+
+def session_windows(
+    start_s: float,
+    step_s: float,
+    steps: int,
+    arrival_s: NDArray[np.float64],
+    departure_s: NDArray[np.float64],
+) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.float64], NDArray[np.float64]]:
+    """The steps each session is plugged in, ``[first, last)``, and the plugged part of its
+    first and last step, on a grid of ``steps`` steps from ``start_s`` (POSIX seconds).
+
+    Arrivals before the horizon count from its start, departures after it end at its end.
+    A session inside a single step gets its plugged part of that step as both fractions.
+    """
+    end_s = start_s + steps * step_s
+    arr = np.clip(arrival_s, start_s, end_s)
+    dep = np.clip(departure_s, start_s, end_s)
+    first = np.clip(np.floor((arr - start_s) / step_s), 0, steps - 1).astype(np.intp)
+    last = np.minimum(
+        np.maximum(np.ceil((dep - start_s) / step_s).astype(np.intp), first + 1), steps
+    )
+    first_frac = np.clip((start_s + (first + 1) * step_s - arr) / step_s, 1e-6, 1.0)
+    last_frac = np.clip((dep - (start_s + (last - 1) * step_s)) / step_s, 1e-6, 1.0)
+    single = last == first + 1
+    both = np.clip((dep - arr) / step_s, 1e-6, 1.0)
+    return first, last, np.where(single, both, first_frac), np.where(single, both, last_frac)
 
 
 @dataclass(frozen=True)
@@ -135,6 +163,16 @@ class PlanRequest:
     @property
     def step_h(self) -> float:
         return self.step_s / 3600.0
+
+    def plugged_fraction(self) -> NDArray[np.float64]:
+        """The plugged part of every step per session, ``(sessions, steps)``; 0 = away."""
+        t = np.arange(self.steps)
+        first, last = self.first_step, self.last_step
+        frac = ((t >= first[:, None]) & (t < last[:, None])).astype(np.float64)
+        rows = np.arange(self.n_sessions)
+        frac[rows, first] = self.first_frac
+        frac[rows, last - 1] = np.minimum(frac[rows, last - 1], self.last_frac)
+        return frac
 
     def step_time(self, index: int) -> datetime:
         return self.start + timedelta(seconds=self.step_s * index)

@@ -57,7 +57,13 @@ from aggregator.messages import (
     decode_telemetry,
 )
 from aggregator.optimizer import Planner
-from aggregator.planning import Plan, PlanRequest, PlanWeights, SiteLinearConstraints
+from aggregator.planning import (
+    Plan,
+    PlanRequest,
+    PlanWeights,
+    SiteLinearConstraints,
+    session_windows,
+)
 from aggregator.topology import Topology
 
 __all__ = ["HISTORY", "DispatchOutcome", "PriceSeries", "Service", "ServiceConfig"]
@@ -312,13 +318,8 @@ class Service:
         steps = max(1, round(c.horizon_s / step))
         slots = f.active_slots()
         slots = slots[f.departure_s[slots] > now_s]
-        dep = f.departure_s[slots]
-        first = np.zeros(slots.size, dtype=np.intp)
-        first_frac = np.full(slots.size, (start_s + step - now_s) / step)
-        last_raw = np.ceil((dep - start_s) / step).astype(np.intp)
-        last = np.clip(last_raw, 1, steps)
-        last_frac = np.where(
-            last_raw > steps, 1.0, np.clip((dep - (start_s + (last - 1) * step)) / step, 1e-6, 1.0)
+        first, last, first_frac, last_frac = session_windows(
+            start_s, step, steps, np.full(slots.size, now_s), f.departure_s[slots]
         )
         energy = f.energy_kwh[slots]
         caps = self.limits.caps_for_steps(start, step, steps)
@@ -332,7 +333,7 @@ class Service:
             session_site=f.site[slots].copy(),
             first_step=first,
             last_step=last,
-            first_frac=np.clip(first_frac, 1e-6, 1.0),
+            first_frac=first_frac,
             last_frac=last_frac,
             max_power_kw=f.max_power_kw[slots].copy(),
             min_power_kw=np.minimum(f.min_power_kw[slots], 0.0),

@@ -40,7 +40,7 @@ from aggregator.messages import (
     encode,
 )
 from aggregator.optimizer import Planner
-from aggregator.planning import PlanRequest
+from aggregator.planning import PlanRequest, session_windows
 from aggregator.scenario import Scenario, uncontrolled_site_kw
 from aggregator.service import PriceSeries, Service, ServiceConfig
 
@@ -136,16 +136,13 @@ def oracle_request(scenario: Scenario) -> PlanRequest:
     sess = [
         s for s in scenario.sessions if s.arrival < scenario.end and s.departure > scenario.start
     ]
-    arr = np.array([max(s.arrival.timestamp(), start_s) for s in sess], dtype=np.float64)
-    dep = np.array(
-        [min(s.departure.timestamp(), start_s + steps * step) for s in sess], dtype=np.float64
+    first, last, first_frac, last_frac = session_windows(
+        start_s,
+        step,
+        steps,
+        np.array([s.arrival.timestamp() for s in sess], dtype=np.float64),
+        np.array([s.departure.timestamp() for s in sess], dtype=np.float64),
     )
-    first = np.floor((arr - start_s) / step).astype(np.intp)
-    last = np.maximum(np.ceil((dep - start_s) / step).astype(np.intp), first + 1)
-    first_frac = np.clip((start_s + (first + 1) * step - arr) / step, 1e-6, 1.0)
-    last_frac = np.clip((dep - (start_s + (last - 1) * step)) / step, 1e-6, 1.0)
-    single = last == first + 1
-    first_frac = np.where(single, np.clip((dep - arr) / step, 1e-6, 1.0), first_frac)
     book = LimitBook(topo, [a.limit for a in scenario.limits])
     return PlanRequest(
         start=scenario.start,

@@ -69,13 +69,7 @@ def request(
 
 def entry_fracs(req: PlanRequest) -> np.ndarray:
     """Plugged fraction per (session, step), 0 where unplugged."""
-    frac = np.zeros((req.n_sessions, req.steps))
-    for j in range(req.n_sessions):
-        f, last = req.first_step[j], req.last_step[j]
-        frac[j, f:last] = 1.0
-        frac[j, f] = req.first_frac[j]
-        frac[j, last - 1] = min(frac[j, last - 1], req.last_frac[j])
-    return frac
+    return req.plugged_fraction()
 
 
 def assert_plan_respects(req: PlanRequest, plan: Plan) -> None:
@@ -266,3 +260,16 @@ def test_proportional_plan_with_denormal_power_raises_no_warning() -> None:
     tiny = dataclasses.replace(req, max_power_kw=np.full(3, 5e-324))
     plan = proportional_plan(tiny, "test")  # RuntimeWarnings are errors in the core
     assert np.all(np.isfinite(plan.power_kw))
+
+
+def test_session_windows() -> None:
+    from aggregator.planning import session_windows
+
+    start = 0.0
+    # arrives at 0.5 of step 1, leaves at 0.25 of step 3; one inside step 2; one past the end
+    first, last, ff, lf = session_windows(
+        start, 900.0, 4, np.array([1350.0, 1900.0, 3000.0]), np.array([2925.0, 2500.0, 9e9])
+    )
+    assert first.tolist() == [1, 2, 3] and last.tolist() == [4, 3, 4]
+    np.testing.assert_allclose(ff, [0.5, 600 / 900, 1 - 300 / 900])
+    np.testing.assert_allclose(lf, [0.25, 600 / 900, 600 / 900])  # the third fits one step
