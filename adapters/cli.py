@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,13 +19,13 @@ from adapters.audit import audit_app
 from adapters.grid_cli import grid_app
 from adapters.inprocess import InProcessBus
 from adapters.outputs import format_summary, write_outputs
-from adapters.scenario_file import load_scenario_and_feeder
 from aggregator.errors import InvalidInput
 from aggregator.messages import export_schemas
 from aggregator.scenario import Scenario
 from aggregator.simulation import SimulationResult, run_simulation
-from grid.feeders import FeederModel
-from grid.model import FeederGrid
+
+if TYPE_CHECKING:  # pandapower & co. load only in the commands that use a feeder
+    from grid.feeders import FeederModel
 
 __all__ = ["app", "main"]
 
@@ -62,7 +62,11 @@ def _run(
 ) -> SimulationResult:
     """Simulate; with a feeder model the plans respect its AC limits (grid-aware)."""
     update, close = _progress(progress)
-    grid = None if feeder is None else FeederGrid(feeder, scenario.topology)
+    grid = None
+    if feeder is not None:
+        from grid.model import FeederGrid
+
+        grid = FeederGrid(feeder, scenario.topology)
     try:
         result = run_simulation(scenario, InProcessBus(), progress=update, grid=grid)
     finally:
@@ -129,6 +133,8 @@ def simulate(
 ) -> None:
     """Run a scenario file closed-loop through the service."""
     try:
+        from adapters.scenario_file import load_scenario_and_feeder
+
         loaded, feeder = load_scenario_and_feeder(scenario)
         result = _run(loaded, feeder if grid else None, out, progress)
     except InvalidInput as exc:

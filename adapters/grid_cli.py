@@ -17,8 +17,6 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-import grid
-from adapters.scenario_file import read_sessions_csv
 from aggregator.errors import InvalidInput, Issue
 from aggregator.scenario import Scenario, uncontrolled_site_kw
 from aggregator.topology import Feeder, Topology
@@ -40,6 +38,9 @@ def feeder_report(
     spec: str, sessions: Path | None = None, *, day: datetime, max_sites: int = 20
 ) -> dict[str, Any]:
     """The data ``grid check`` prints (also its ``--json`` output)."""
+    import grid  # pandapower loads here, not when the CLI starts
+    from adapters.scenario_file import read_sessions_csv
+
     model = grid.load_feeder(spec)
     net = model.net
     times = [day + timedelta(minutes=15 * i) for i in range(96)]
