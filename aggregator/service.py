@@ -192,6 +192,7 @@ class Service:
         self._baseline: NDArray[np.float64] = np.zeros(0)
         self._failsafe: NDArray[np.float64] = np.zeros(0)
         self._csms_slots: dict[str, tuple[NDArray[np.intp], list[str]]] = {}
+        self._csms_key: tuple[int, int] | None = None
         self._seq: Counter[str] = Counter()
         self._telemetry_since_frame = False
         self._frame_until: datetime | None = None
@@ -491,6 +492,12 @@ class Service:
         return np.maximum(fs, 0.0)
 
     def _group_by_csms(self, n: int) -> dict[str, tuple[NDArray[np.intp], list[str]]]:
+        # slots change CSMS only when a session starts or is restored (fleet.version moves):
+        # meter values, which refresh the frame every cycle, reuse the grouping
+        key = (n, self.fleet.version)
+        if key == self._csms_key:
+            return self._csms_slots
+        self._csms_key = key
         groups: dict[str, list[int]] = {}
         for i, cs in enumerate(self.fleet.csms[:n]):  # per frame refresh, not per signal
             groups.setdefault(cs, []).append(i)
