@@ -1,4 +1,9 @@
-"""gridflex's domain core: PEBC types, messages, fleet state, planner and dispatcher.
+"""gridflex's domain core: PEBC types, messages, fleet state, DSO limits and the fast loop.
+
+Rooms: :mod:`aggregator.planning` (slow loop: request, optimizer, fallback, grid loop),
+:mod:`aggregator.service` (one replica: typed calls in, typed events and batches out),
+:mod:`aggregator.sim` (scenarios, closed-loop simulation, reference CSMS, LPC machine).
+Importing this package loads no solver: the fast loop stays light.
 
 Sign convention (the only one in gridflex): **positive power = import from the grid**
 (charging), negative power = export to the grid (V2G discharge). Units in the core: kW,
@@ -30,7 +35,6 @@ from aggregator.interfaces import (
     Topics,
 )
 from aggregator.limits import Caps, DsoLimit, LimitBook, TargetType
-from aggregator.optimizer import Planner, proportional_plan
 from aggregator.pebc import (
     EnergyConstraint,
     EnergyTransferPlan,
@@ -40,21 +44,15 @@ from aggregator.pebc import (
     check_energy_feasible,
     check_plan,
 )
-from aggregator.planning import Plan, PlanRequest, PlanWeights, transfer_plan
-from aggregator.scenario import AnnouncedLimit, Scenario, SessionSpec, TimeSeries
-from aggregator.service import DispatchOutcome, PriceSeries, Service, ServiceConfig
-from aggregator.simulation import SimulationResult, deliverable_energy_kwh, run_simulation
 from aggregator.topology import Feeder, Site, Topology
 
 __all__ = [
-    "AnnouncedLimit",
     "ApplyOutcome",
     "ApplyResult",
     "Caps",
     "Clock",
     "ConfigError",
     "DispatchFrame",
-    "DispatchOutcome",
     "Dispatcher",
     "DsoLimit",
     "EnergyConstraint",
@@ -69,35 +67,20 @@ __all__ = [
     "LimitBook",
     "ManualClock",
     "MessageBus",
-    "Plan",
-    "PlanRequest",
-    "PlanWeights",
-    "Planner",
     "PowerConstraints",
     "PowerEnvelope",
     "PowerRange",
-    "PriceSeries",
     "Record",
-    "Scenario",
-    "Service",
-    "ServiceConfig",
-    "SessionSpec",
     "SessionState",
     "SetpointSink",
-    "SimulationResult",
     "Site",
     "SolverFailed",
     "TargetType",
-    "TimeSeries",
     "Topics",
     "Topology",
     "TransientIO",
     "check_energy_feasible",
     "check_plan",
-    "deliverable_energy_kwh",
     "fcr_activation",
     "limit_excess_kw",
-    "proportional_plan",
-    "run_simulation",
-    "transfer_plan",
 ]

@@ -3,7 +3,7 @@
 Measures the wall time of one complete grid-aware plan — linearise the feeder around the
 schedule, solve the LP with the linear grid constraints, AC-check every step with
 power-grid-model, re-linearise and re-solve until the AC check passes
-(``aggregator.gridcheck.successive_plan``) — for the whole 96-step horizon, and for the
+(``aggregator.planning.gridloop.successive_plan``) — for the whole 96-step horizon, and for the
 4-hour grid horizon the service uses by default. Reports AC violations before (uncontrolled
 charging of the same sessions) and after. Issue 3 target: ≤ 10 s for 1 000 × 96.
 
@@ -30,10 +30,10 @@ except ImportError:  # run from a checkout without an install
 from _machine import machine_info
 
 import grid
-from aggregator.gridcheck import successive_plan
-from aggregator.optimizer import Planner
-from aggregator.scenario import Scenario, SessionSpec, uncontrolled_site_kw
-from aggregator.simulation import oracle_request
+from aggregator.planning.gridloop import successive_plan
+from aggregator.planning.optimizer import Planner
+from aggregator.sim.scenario import Scenario, SessionSpec, uncontrolled_site_kw
+from aggregator.sim.simulation import oracle_request
 from aggregator.topology import Feeder, Topology
 
 START = datetime(2026, 1, 14, 6, tzinfo=UTC)

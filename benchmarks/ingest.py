@@ -8,14 +8,14 @@ consumes them and the clock runs until every one of the M records has been appli
 consume, validate (``decode_telemetry``, pydantic), apply to the fleet state
 (``Service.handle``); per poll it writes the changed sessions to the compacted state
 topic, flushes the producer (``acks=all``, idempotent) and commits the offsets (the
-commit follows the flush, as in :class:`adapters.kafka_bus.StreamRunner`). The 1 s
+commit follows the flush, as in :class:`adapters.stream.runner.StreamRunner`). The 1 s
 ``Service.tick`` runs as well (no re-plan is due in the window: the replica planned once,
 empty, before the records were produced, and re-plans at most every 300 s or at a plan
 step boundary; ``plans_in_window`` says whether one happened).
 
 Replicas (``--kafka-client``):
 
-* ``kafka-python`` (default): the shipped :class:`~adapters.kafka_bus.StreamRunner`,
+* ``kafka-python`` (default): the shipped :class:`~adapters.stream.runner.StreamRunner`,
   in-process, looping ``poll_once()``;
 * ``confluent``: a loop doing the same work on confluent-kafka (librdkafka);
 * ``both``: both, one after the other on the same records (each with its own group).
@@ -66,16 +66,16 @@ from stream_latency import (
     use_pure_python_crc32c,
 )
 
-import aggregator.service as service_module
-from adapters.inprocess import SystemClock
-from adapters.kafka_bus import StreamRunner
-from adapters.metrics import Metrics
-from adapters.serve import configure_logging
-from adapters.settings import KafkaSettings
+import aggregator.service.replica as service_module
+from adapters.ops.metrics import Metrics
+from adapters.serve.run import configure_logging
+from adapters.stream.inprocess import SystemClock
+from adapters.stream.runner import StreamRunner
+from adapters.stream.settings import KafkaSettings
 from aggregator.fleet import SessionState
 from aggregator.interfaces import Record
 from aggregator.messages import MeterValue, SetpointBatch, encode
-from aggregator.service import Service, ServiceConfig
+from aggregator.service.replica import Service, ServiceConfig
 from aggregator.topology import Feeder, Site, Topology
 
 TARGET_MSGS_PER_S = 20_000.0

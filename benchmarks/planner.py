@@ -54,8 +54,8 @@ import numpy as np
 from _machine import machine_info
 
 from aggregator.limits import Caps
-from aggregator.optimizer import Planner
-from aggregator.planning import Plan, PlanRequest, PlanWeights
+from aggregator.planning.optimizer import Planner
+from aggregator.planning.request import Plan, PlanRequest, PlanWeights
 
 STEP_S = 900.0
 START = datetime(2026, 11, 21, tzinfo=UTC)

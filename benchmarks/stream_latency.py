@@ -17,9 +17,9 @@ How:
 * ONE replica runs in a subprocess of its own on a topology of N EVSEs over N/20 sites
   (cap 150 kW for 20 × 11 kW), ``--feeders`` feeders and C CSMSs (site ``i`` → CSMS
   ``i mod C``), FCR reserve N × 0.5 kW. With ``--kafka-client kafka-python`` (default)
-  the replica is the shipped ``gridflex serve`` (:class:`adapters.kafka_bus.StreamRunner`);
+  the replica is the shipped ``gridflex serve`` (:class:`adapters.stream.runner.StreamRunner`);
   with ``--kafka-client confluent`` it is a stand-in defined here that drives the same
-  :class:`~aggregator.service.Service` the same way (frequency fast path first, newest
+  :class:`~aggregator.service.replica.Service` the same way (frequency fast path first, newest
   sample wins, flush after dispatch; telemetry applied, state written, flushed, committed)
   on confluent-kafka (librdkafka), and the benchmark's own producer/consumer use
   confluent-kafka too;
@@ -389,7 +389,12 @@ class Replica:
             cmd = [sys.executable, str(Path(__file__).resolve()), "--confluent-replica"]
         else:
             prelude = _NO_CRC32C_C if pure_python_crc else ""
-            cmd = [sys.executable, "-c", prelude + "from adapters.cli import main; main()", "serve"]
+            cmd = [
+                sys.executable,
+                "-c",
+                prelude + "from adapters.cli.main import main; main()",
+                "serve",
+            ]
         self._fh = log_file.open("w")
         self.proc = subprocess.Popen(cmd, env=env, stdout=self._fh, stderr=subprocess.STDOUT)
 
@@ -445,14 +450,14 @@ def confluent_replica() -> int:
     from confluent_kafka import TopicPartition as CPart
     from pydantic import TypeAdapter
 
-    from adapters.http import HealthServer
-    from adapters.inprocess import SystemClock
-    from adapters.metrics import Metrics
-    from adapters.settings import load_settings, load_topology
+    from adapters.ops.health import HealthServer
+    from adapters.ops.metrics import Metrics
+    from adapters.serve.settings import load_settings, load_topology
+    from adapters.stream.inprocess import SystemClock
     from aggregator.fleet import SessionState
     from aggregator.interfaces import Record
     from aggregator.messages import SetpointBatch
-    from aggregator.service import Service
+    from aggregator.service.replica import Service
 
     settings = load_settings()
     assert settings.kafka is not None

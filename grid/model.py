@@ -1,4 +1,4 @@
-"""The feeder as the core sees it: a :class:`aggregator.gridcheck.GridModel` on pandapower.
+"""The feeder as the core sees it: a :class:`aggregator.planning.gridloop.GridModel` on pandapower.
 
 :class:`FeederGrid` binds a :class:`~grid.feeders.FeederModel` to the topology's sites
 (each site names its bus) and answers the two questions the planner asks:
@@ -26,8 +26,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from aggregator.errors import ConfigError, Issue
-from aggregator.gridcheck import GridCheck, GridViolation
-from aggregator.planning import SiteLinearConstraints
+from aggregator.planning.gridloop import GridCheck, GridViolation
+from aggregator.planning.request import SiteLinearConstraints
 from aggregator.topology import Topology
 from grid.feeders import FeederModel
 from grid.powerflow import Engine, GridLimits, PowerFlowResult, run_timeseries

@@ -4,7 +4,7 @@ This module owns the linear model of the feeder around an operating point: for e
 how line and transformer loading (%) and bus voltage magnitude (pu) change per kW of extra
 active power at each charging site's bus. :func:`linearize` measures it,
 :func:`predict` evaluates it and :func:`grid_constraints` turns it into the
-:class:`~aggregator.planning.SiteLinearConstraints` rows the optimizer adds to the plan.
+:class:`~aggregator.planning.request.SiteLinearConstraints` rows the optimizer adds to the plan.
 
 Method — forward finite differences of the AC power flow, one batch for all steps.
 Per step ``t`` the operating point is the background load of that time plus
@@ -61,7 +61,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from aggregator.errors import InvalidInput, Issue, SolverFailed
-from aggregator.planning import SiteLinearConstraints
+from aggregator.planning.request import SiteLinearConstraints
 from grid.feeders import FeederModel, bus_index
 from grid.powerflow import Engine, GridLimits, PowerFlowResult, run_timeseries
 

@@ -5,6 +5,7 @@ flexibility functions turn a plan into how far the fleet can move up and down pe
 which is what an aggregator bids. The package imports ``aggregator`` types only.
 """
 
-from markets.products import AFRR, FCR, Product, fleet_flexibility_kw, max_symmetric_reserve_kw
+from markets.flexibility import fleet_flexibility_kw, max_symmetric_reserve_kw
+from markets.products import AFRR, FCR, Product
 
 __all__ = ["AFRR", "FCR", "Product", "fleet_flexibility_kw", "max_symmetric_reserve_kw"]

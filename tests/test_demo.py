@@ -17,7 +17,7 @@ def test_demo_keeps_every_limit_and_delivers_the_deliverable(tmp_path: Path) -> 
         [
             sys.executable,
             "-c",
-            "from adapters.cli import main; main()",
+            "from adapters.cli.main import main; main()",
             "demo",
             "--json",
             "--out",

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 import grid
-from aggregator.gridcheck import plan_site_power_kw, successive_plan
-from aggregator.optimizer import Planner
-from aggregator.scenario import Scenario, SessionSpec, uncontrolled_site_kw
-from aggregator.simulation import oracle_request
+from aggregator.planning.gridloop import plan_site_power_kw, successive_plan
+from aggregator.planning.optimizer import Planner
+from aggregator.sim.scenario import Scenario, SessionSpec, uncontrolled_site_kw
+from aggregator.sim.simulation import oracle_request
 from aggregator.topology import Feeder, Topology
 
 DAY = datetime(2026, 1, 14, 16, tzinfo=UTC)

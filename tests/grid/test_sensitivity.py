@@ -20,7 +20,7 @@ from hypothesis.extra.numpy import arrays
 from numpy.typing import NDArray
 
 from aggregator.errors import InvalidInput, SolverFailed
-from aggregator.planning import SiteLinearConstraints
+from aggregator.planning.request import SiteLinearConstraints
 from grid import FeederModel, background_load_kw, load_feeder, place_sites
 from grid.hosting import DEFAULT_CAP_KW, hosting_capacity_kw, linear_hosting_kw
 from grid.powerflow import GridLimits, PowerFlowResult, run_timeseries

@@ -111,7 +111,7 @@ class Replica:
         env = streams.env(topology, group, self.port)
         env.update(extra_env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from adapters.cli import main; main()", "serve"],
+            [sys.executable, "-c", "from adapters.cli.main import main; main()", "serve"],
             env=env,
             stdout=self._fh,
             stderr=self._fh,

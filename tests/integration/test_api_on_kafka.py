@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from adapters.audit import verify
+from adapters.dso.audit import verify
 from tests.integration.streaming import (
     TOPOLOGY,
     Replica,

@@ -36,11 +36,11 @@ from openleadr.utils import (  # type: ignore[import-untyped, unused-ignore]
     certificate_fingerprint,
 )
 
-from adapters.inprocess import RecordingSink
 from adapters.openadr import OpenAdrConfig, OpenAdrTarget, OpenAdrVen
+from adapters.stream.inprocess import RecordingSink
 from aggregator.interfaces import ManualClock
 from aggregator.messages import DsoLimitCancel, DsoLimitMessage, SessionStarted
-from aggregator.service import Service, ServiceConfig
+from aggregator.service.replica import Service, ServiceConfig
 from aggregator.topology import Feeder, Site, Topology
 
 pytestmark = pytest.mark.slow

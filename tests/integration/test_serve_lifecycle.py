@@ -23,12 +23,12 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from adapters.http import HealthServer
-from adapters.inprocess import SystemClock
-from adapters.kafka_bus import StreamRunner
-from adapters.metrics import Metrics
-from adapters.settings import KafkaSettings, load_topology
-from aggregator.service import ServiceConfig
+from adapters.ops.health import HealthServer
+from adapters.ops.metrics import Metrics
+from adapters.stream.inprocess import SystemClock
+from adapters.stream.runner import StreamRunner
+from adapters.stream.settings import KafkaSettings, load_topology
+from aggregator.service.replica import ServiceConfig
 from tests.integration.streaming import (
     SITE_OF,
     TOPOLOGY,
@@ -204,7 +204,7 @@ def embedded(tmp_path: Path, topology: Path) -> Iterator[tuple[subprocess.Popen[
     log = tmp_path / "embedded.log"
     with log.open("w") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from adapters.cli import main; main()", "serve"],
+            [sys.executable, "-c", "from adapters.cli.main import main; main()", "serve"],
             env=env,
             stdout=fh,
             stderr=subprocess.STDOUT,
@@ -246,7 +246,7 @@ def test_embedded_mode_rejects_a_bad_topology_with_exit_2(tmp_path: Path) -> Non
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("GRIDFLEX_")}
     env.update(GRIDFLEX_TOPOLOGY=str(bad), GRIDFLEX_HTTP_PORT="0", GRIDFLEX_LOG_FORMAT="json")
     done = subprocess.run(
-        [sys.executable, "-c", "from adapters.cli import main; main()", "serve"],
+        [sys.executable, "-c", "from adapters.cli.main import main; main()", "serve"],
         env=env,
         capture_output=True,
         text=True,

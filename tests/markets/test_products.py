@@ -12,15 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aggregator.limits import Caps
-from aggregator.optimizer import Planner, proportional_plan
-from aggregator.planning import Plan, PlanRequest
-from markets.products import (
-    AFRR,
-    FCR,
-    Product,
-    fleet_flexibility_kw,
-    max_symmetric_reserve_kw,
-)
+from aggregator.planning.optimizer import Planner, proportional_plan
+from aggregator.planning.request import Plan, PlanRequest
+from markets.flexibility import fleet_flexibility_kw, max_symmetric_reserve_kw
+from markets.products import AFRR, FCR, Product
 
 T0 = datetime(2025, 3, 1, 6, 0, tzinfo=UTC)
 STEP_S = 900.0

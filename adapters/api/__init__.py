@@ -1,0 +1,1 @@
+"""REST API for DSOs (FastAPI): scoped tokens, limits, sites, feeders, flexibility."""

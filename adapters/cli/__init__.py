@@ -1,0 +1,1 @@
+"""The `gridflex` command line (typer): demo, simulate, serve, grid, audit, schema."""

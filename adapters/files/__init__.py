@@ -1,0 +1,1 @@
+"""Files: scenario and topology files in, simulation outputs (CSV, JSON) out."""

@@ -1,0 +1,1 @@
+"""Operations: health endpoints and Prometheus metrics (later: history)."""

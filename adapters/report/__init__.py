@@ -1,0 +1,1 @@
+"""Reports: the HTML/SVG report of a simulation."""

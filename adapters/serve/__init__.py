@@ -1,0 +1,1 @@
+"""`gridflex serve`: settings, composition (wiring) and the run loop of one replica."""

@@ -1,0 +1,196 @@
+"""``gridflex serve``: one replica with health endpoints, on Kafka or the in-process bus.
+
+The loop runs until SIGTERM/SIGINT, then stops polling, publishes what is pending,
+commits and closes. Logs are structured (JSON in production) with feeder, partition and
+offset context on every rejected record.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+
+import structlog
+
+from adapters.dso.audit import AuditLog
+from adapters.ops.health import HealthServer
+from adapters.ops.metrics import Metrics
+from adapters.serve.settings import ServeSettings, load_feeder_models, load_topology
+from adapters.serve.wiring import (
+    PowerSnapshot,
+    PriceInbox,
+    SignalQueue,
+    audit_events,
+    hosting_view,
+    start_api,
+    validated,
+)
+from adapters.stream.inprocess import InProcessBus, RecordingSink, SystemClock
+from aggregator.errors import ConfigError, InvalidInput, raise_if_issues
+from aggregator.service.replica import Service
+
+__all__ = ["configure_logging", "serve"]
+
+
+def configure_logging(fmt: str, level: str) -> None:
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer()
+    )
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    logging.getLogger("openleadr").setLevel(logging.WARNING)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+    )
+
+
+def serve(settings: ServeSettings, stop: threading.Event | None = None) -> int:
+    """Run until ``stop`` is set or a termination signal arrives; returns an exit code."""
+    configure_logging(settings.log_format, settings.log_level)
+    log = structlog.get_logger("gridflex.serve")
+    stop = stop or threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("signal", signum=signum)
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+    try:
+        topology = load_topology(settings.topology)
+        config = settings.service.config()
+        raise_if_issues(config.validate(), ConfigError)
+    except InvalidInput as exc:  # reported like a settings error, not as a traceback
+        log.error("invalid_configuration", issues=[str(i) for i in exc.issues])
+        return 2
+    metrics = Metrics()
+    clock = SystemClock()
+    audit = AuditLog(settings.audit_log) if settings.audit_log is not None else None
+    events = audit_events(audit) if audit is not None else None
+    if settings.kafka is not None:
+        from adapters.stream.runner import StreamRunner
+
+        runner = StreamRunner(
+            topology, config, settings.kafka, clock=clock, metrics=metrics, events=events
+        )
+        http = HealthServer(
+            settings.http_host,
+            settings.http_port,
+            metrics,
+            ready=lambda: runner.ready,
+            last_loop=lambda: runner.last_loop,
+        )
+        http.start()
+        api = None
+        if settings.api is not None:
+            from adapters.serve.wiring import kafka_publisher
+
+            publish = kafka_publisher(runner.producer, runner.topics.grid_signals, topology)
+            hosting = hosting_view(load_feeder_models(settings.topology), topology, clock)
+            api = start_api(
+                settings.api, topology, publish, lambda: runner.service, clock, audit, hosting
+            )
+            log.info("api", port=api.port, mutual_tls=settings.api.client_ca is not None)
+        power, prices = PowerSnapshot(), PriceInbox()
+        ven = None
+        if settings.openadr is not None:
+            from adapters.openadr import OpenAdrVen
+            from adapters.serve.wiring import kafka_publisher
+
+            to_kafka = kafka_publisher(runner.producer, runner.topics.grid_signals, topology)
+            ven = OpenAdrVen(
+                settings.openadr,
+                validated(topology, to_kafka),
+                power.kw,
+                audit=audit,
+                on_prices=prices.put,
+            )
+            ven.start()
+            log.info("openadr_ven", vtn=settings.openadr.vtn_url)
+        log.info(
+            "serving",
+            mode="kafka",
+            bootstrap=settings.kafka.bootstrap,
+            group=settings.kafka.group_id,
+            http_port=http.port,
+        )
+        try:
+            refreshed = 0.0
+            while not stop.is_set():
+                runner.poll_once()
+                if time.monotonic() - refreshed >= 1.0:
+                    refreshed = time.monotonic()
+                    power.refresh(runner.service)
+                    prices.drain(runner.service)
+        finally:
+            if ven is not None:
+                ven.stop()
+            if api is not None:
+                api.stop()
+            runner.close()
+            http.stop()
+            log.info("stopped")
+        return 0
+    bus = InProcessBus()
+    svc = Service(topology, config, clock=clock, sink=RecordingSink(), events=events)
+    last = [time.monotonic()]
+    http = HealthServer(
+        settings.http_host,
+        settings.http_port,
+        metrics,
+        ready=lambda: True,
+        last_loop=lambda: last[0],
+    )
+    http.start()
+    metrics.ready.set(1)
+    signals = SignalQueue()
+    api = None
+    if settings.api is not None:
+        hosting = hosting_view(load_feeder_models(settings.topology), topology, clock)
+        api = start_api(settings.api, topology, signals.put, lambda: svc, clock, audit, hosting)
+        log.info("api", port=api.port, mutual_tls=settings.api.client_ca is not None)
+    power, prices = PowerSnapshot(), PriceInbox()
+    ven = None
+    if settings.openadr is not None:
+        from adapters.openadr import OpenAdrVen
+
+        ven = OpenAdrVen(
+            settings.openadr,
+            validated(topology, signals.put),
+            power.kw,
+            audit=audit,
+            on_prices=prices.put,
+        )
+        ven.start()
+        log.info("openadr_ven", vtn=settings.openadr.vtn_url)
+    log.info("serving", mode="embedded", http_port=http.port)
+    try:
+        while not stop.is_set():
+            last[0] = time.monotonic()
+            signals.drain(svc)
+            prices.drain(svc)
+            power.refresh(svc)
+            for rec in bus.poll():
+                svc.handle(rec)
+            svc.tick()
+            stop.wait(settings.tick_s)
+    finally:
+        if ven is not None:
+            ven.stop()
+        if api is not None:
+            api.stop()
+        http.stop()
+        log.info("stopped")
+    return 0

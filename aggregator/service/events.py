@@ -1,0 +1,163 @@
+"""Typed events out of a service replica, and the sink they go to.
+
+The service never exposes its internals to adapters: everything an adapter needs to know
+(metrics, the audit log, the state topic, history) arrives as one of these frozen,
+keyword-only values at an injected :class:`EventSink`. Each event carries ``at``, the
+service clock's time when it happened (UTC-aware).
+
+Invariants:
+
+* events are emitted on the service's own thread, in the order things happened;
+* an event is a value: adapters may keep it, it never changes and holds no arrays that the
+  service mutates later (arrays in events are copies or read-only);
+* ``SessionChanged`` is emitted for every applied telemetry record that changed a session
+  (start, end, expiry, restore excluded), coalescing is the subscriber's business.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from aggregator.fleet import SessionState
+
+__all__ = [
+    "BatchesPublished",
+    "EventSink",
+    "FanOut",
+    "LimitApplied",
+    "LimitCancelled",
+    "LimitRejected",
+    "NullSink",
+    "PlanDiscarded",
+    "PlanMade",
+    "RecordingEventSink",
+    "ServiceEvent",
+    "SessionChanged",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanMade:
+    """A plan was taken into the fast loop's frame."""
+
+    at: datetime
+    plan_start: datetime
+    sessions: int
+    build_s: float
+    solve_s: float
+    solver: str
+    fallback: str | None  # why the proportional fallback was used, or None
+    grid_iterations: int = 0
+    grid_note: str | None = None
+    limits_version: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanDiscarded:
+    """A finished plan was not used (computed before a newer limit, or it failed a check)."""
+
+    at: datetime
+    plan_start: datetime
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LimitApplied:
+    """A DSO limit now bounds the fast loop's caps (from its window start)."""
+
+    at: datetime
+    event_id: str
+    target_type: str
+    target_id: str | None
+    start: datetime
+    end: datetime
+    limit_kw: float
+    source: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LimitCancelled:
+    at: datetime
+    event_id: str
+    found: bool
+    source: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LimitRejected:
+    at: datetime
+    event_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionChanged:
+    """A session started, changed, ended or expired; ``state`` is None once it is gone."""
+
+    at: datetime
+    evse_id: str
+    csms_id: str
+    state: SessionState | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchesPublished:
+    """One fast-loop run: setpoint batches handed to the setpoint sink."""
+
+    at: datetime
+    batches: int
+    deviation_kw: float
+    elapsed_s: float
+    source_ts: datetime | None = None
+
+
+ServiceEvent = (
+    PlanMade
+    | PlanDiscarded
+    | LimitApplied
+    | LimitCancelled
+    | LimitRejected
+    | SessionChanged
+    | BatchesPublished
+)
+
+
+@runtime_checkable
+class EventSink(Protocol):
+    def emit(self, event: ServiceEvent) -> None:
+        """Take one event (on the service's thread: never block)."""
+        ...
+
+
+class NullSink:
+    """Drops every event."""
+
+    def emit(self, event: ServiceEvent) -> None:
+        return None
+
+
+class FanOut:
+    """Hands every event to each of several sinks, in order."""
+
+    def __init__(self, sinks: Iterable[EventSink]) -> None:
+        self.sinks = tuple(sinks)
+
+    def emit(self, event: ServiceEvent) -> None:
+        for sink in self.sinks:
+            sink.emit(event)
+
+
+class RecordingEventSink:
+    """Keeps every event in a list (tests, simulations)."""
+
+    def __init__(self) -> None:
+        self.events: list[ServiceEvent] = []
+
+    def emit(self, event: ServiceEvent) -> None:
+        self.events.append(event)
+
+    def of(self, kind: type[ServiceEvent]) -> list[ServiceEvent]:
+        return [e for e in self.events if isinstance(e, kind)]
