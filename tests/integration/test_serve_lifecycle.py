@@ -25,9 +25,10 @@ from kafka import KafkaConsumer, TopicPartition
 
 from adapters.ops.health import HealthServer
 from adapters.ops.metrics import Metrics
+from adapters.serve.settings import load_topology
 from adapters.stream.inprocess import SystemClock
 from adapters.stream.runner import StreamRunner
-from adapters.stream.settings import KafkaSettings, load_topology
+from adapters.stream.settings import KafkaSettings
 from aggregator.service.replica import ServiceConfig
 from tests.integration.streaming import (
     SITE_OF,
