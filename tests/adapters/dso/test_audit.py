@@ -339,3 +339,87 @@ def test_cli_verify_with_head(tmp_path: Path) -> None:
     head = json.loads(lines[-1])["hash"]
     result = CliRunner().invoke(audit_app, ["verify", str(path), "--head", head])
     assert result.exit_code == 1 and "head" in result.output
+
+
+# ------------------------------------------------------- whole chain on open, the head
+
+
+def test_a_log_tampered_in_the_middle_is_not_continued(tmp_path: Path) -> None:
+    """Regression (issue 15.6): opening used to check only the last line, so serve appended
+    to a chain edited in the middle."""
+    path = tmp_path / "audit.jsonl"
+    lines = write_chain(path)
+    entry = json.loads(lines[1])
+    entry["payload"]["found"] = False
+    lines[1] = json.dumps(entry)
+    rewrite(path, lines)
+    before = path.read_bytes()
+    with pytest.raises(InvalidInput) as err:
+        AuditLog(path)
+    lead = err.value.issues[0]
+    assert (lead.field, lead.code, lead.ids) == ("chain", "audit_chain_broken", (str(path),))
+    assert "line 2" in lead.message  # where it broke
+    assert err.value.issues[1:] == tuple(verify(path))
+    assert path.read_bytes() == before  # nothing appended
+
+
+def test_a_log_with_a_removed_middle_entry_is_not_continued(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    lines = write_chain(path)
+    rewrite(path, lines[:2] + lines[3:])
+    with pytest.raises(InvalidInput) as err:
+        AuditLog(path)
+    assert err.value.issues[0].code == "audit_chain_broken"
+
+
+def test_a_torn_last_line_is_not_continued(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    lines = write_chain(path)
+    rewrite(path, lines, final_newline=False)
+    with pytest.raises(InvalidInput) as err:
+        AuditLog(path)
+    assert [i.code for i in err.value.issues] == ["audit_chain_broken", "torn_write"]
+
+
+def test_head_listeners_and_the_metric_follow_every_append(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from adapters.dso.audit import export_head
+
+    path = tmp_path / "audit.jsonl"
+    write_chain(path, n=3)
+    registry = CollectorRegistry()
+    heads: list[tuple[str, int]] = []
+    with AuditLog(path, fsync=False) as log:
+        log.on_head(lambda h, n: heads.append((h, n)))
+        export_head(log, registry)
+        entry = fallback_taken(log, "x", T0)
+        assert heads[-1] == (entry.hash, 4) == (log.head, log.next_seq)
+        labels = {"hash": entry.hash, "path": str(path)}
+        assert registry.get_sample_value("gridflex_audit_head_info", labels) == 1.0
+        assert registry.get_sample_value("gridflex_audit_entries") == 4.0
+    assert heads[0] == (json.loads(path.read_text().splitlines()[2])["hash"], 3)
+
+
+def test_cli_head_prints_the_hash_verify_needs(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    lines = write_chain(path)
+    result = CliRunner().invoke(audit_app, ["head", str(path)])
+    assert result.exit_code == 0, result.output
+    head = result.output.strip()
+    assert head == json.loads(lines[-1])["hash"]
+    rewrite(path, lines[:-1])  # truncation at the end: only the head can tell
+    assert CliRunner().invoke(audit_app, ["verify", str(path)]).exit_code == 0
+    result = CliRunner().invoke(audit_app, ["verify", str(path), "--head", head])
+    assert result.exit_code == 1 and "head" in result.output
+
+
+def test_cli_head_of_an_empty_log_and_of_a_broken_one(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    AuditLog(path).close()
+    result = CliRunner().invoke(audit_app, ["head", str(path)])
+    assert (result.exit_code, result.output.strip()) == (0, GENESIS)
+    lines = write_chain(tmp_path / "b.jsonl")
+    rewrite(tmp_path / "b.jsonl", [lines[0], lines[2]])
+    result = CliRunner().invoke(audit_app, ["head", str(tmp_path / "b.jsonl")])
+    assert result.exit_code == 1 and "problem:" in result.output
