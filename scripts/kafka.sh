@@ -11,6 +11,7 @@
 #   scripts/kafka.sh status           exit 0 if it runs and answers Kafka requests, else 1
 #   scripts/kafka.sh logs [-f] [N]    last N (default 100) lines of the broker log
 #   scripts/kafka.sh fetch            only fetch the jars (e.g. to warm a CI cache)
+#   scripts/kafka.sh cluster-id       print a fresh KRaft cluster id (Kafka's own random-uuid)
 #
 # Environment:
 #   GRIDFLEX_KAFKA_PORT             client (PLAINTEXT) port; default 19092
@@ -18,7 +19,8 @@
 #   GRIDFLEX_KAFKA_VERSION          Apache Kafka release on Maven Central; default 4.3.1
 #   GRIDFLEX_KAFKA_HOME             cache; default ${XDG_CACHE_HOME:-$HOME/.cache}/gridflex/kafka
 #   GRIDFLEX_KAFKA_HEAP             JVM heap options; default "-Xms256m -Xmx1g"
-#   GRIDFLEX_KAFKA_START_TIMEOUT    seconds to wait for the broker to answer; default 90
+#   GRIDFLEX_KAFKA_START_TIMEOUT    seconds to wait for the broker to answer, per attempt; default 90
+#   GRIDFLEX_KAFKA_START_ATTEMPTS   start attempts (fresh data dir each) before giving up; default 3
 #   GRIDFLEX_KAFKA_PYTHON           python used for the readiness probe; default python3
 #   GRIDFLEX_KAFKA_MVN              Maven executable; default `mvn` on PATH, else Apache
 #                                   Maven is itself fetched from Maven Central into the cache
@@ -39,6 +41,7 @@ KHOME="${GRIDFLEX_KAFKA_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/gridflex/kafka}"
 HEAP="${GRIDFLEX_KAFKA_HEAP:--Xms256m -Xmx1g}"
 START_TIMEOUT="${GRIDFLEX_KAFKA_START_TIMEOUT:-90}"
 PYTHON="${GRIDFLEX_KAFKA_PYTHON:-python3}"
+START_ATTEMPTS="${GRIDFLEX_KAFKA_START_ATTEMPTS:-3}"
 readonly HOST=127.0.0.1
 readonly MAVEN_FALLBACK_VERSION=3.9.9
 readonly MAVEN_FALLBACK_SHA512=a555254d6b53d267965a3404ecb14e53c3827c09c3b94b5678835887ab404556bfaf78dcfe03ba76fa2508649dca8531c74bca4d5846513522404d48e8c4ac8b
@@ -61,6 +64,10 @@ validate() {
   [[ "$CPORT" =~ ^[0-9]+$ && "$CPORT" -ge 1 && "$CPORT" -le 65535 ]] \
     || die "GRIDFLEX_KAFKA_CONTROLLER_PORT must be a port number, got '$CPORT'"
   [[ "$PORT" != "$CPORT" ]] || die "client and controller ports must differ (both $PORT)"
+  [[ "$START_ATTEMPTS" =~ ^[1-9][0-9]*$ ]] \
+    || die "GRIDFLEX_KAFKA_START_ATTEMPTS must be a positive integer, got '$START_ATTEMPTS'"
+  [[ "$START_TIMEOUT" =~ ^[1-9][0-9]*$ ]] \
+    || die "GRIDFLEX_KAFKA_START_TIMEOUT must be a positive number of seconds, got '$START_TIMEOUT'"
   [[ "$VERSION" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] \
     || die "GRIDFLEX_KAFKA_VERSION must look like 4.3.1, got '$VERSION'"
 }
@@ -303,8 +310,47 @@ log_opts() {
   fi
 }
 
-new_cluster_id() {  # a Kafka Uuid: 16 random bytes, URL-safe base64 without padding
-  head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'
+# A KRaft cluster id from Kafka's own storage tool (`random-uuid`): Kafka's Uuid.randomUuid
+# never returns an id that starts with '-' (which the tool's option parser would read as an
+# option), and we check the shape anyway: 22 URL-safe base64 characters, not starting
+# with '-'. Retried a few times; a clear error if the tool cannot produce one.
+readonly CLUSTER_ID_RE='^[A-Za-z0-9_][A-Za-z0-9_-]{21}$'
+new_cluster_id() {
+  local java id attempt out errlog="$RUN_DIR/format.log"
+  [[ -d "$RUN_DIR" ]] || errlog=/dev/null
+  java="$(java_bin)"
+  for attempt in 1 2 3 4 5; do
+    # shellcheck disable=SC2046
+    out="$("$java" -Xmx128m -XX:TieredStopAtLevel=1 $(log_opts) -cp "$LIBS/*" \
+      kafka.tools.StorageTool random-uuid 2>>"$errlog")" || out=""
+    id="$(printf '%s\n' "$out" | tr -d '\r' | grep -E "$CLUSTER_ID_RE" | tail -n 1 || true)"
+    if [[ -n "$id" ]]; then
+      echo "$id"
+      return 0
+    fi
+    log "StorageTool random-uuid gave no valid cluster id (attempt $attempt): '${out:0:80}'"
+  done
+  die "could not get a cluster id from 'kafka.tools.StorageTool random-uuid' (stderr: $errlog)"
+}
+
+format_storage() {  # a fresh KRaft metadata dir; retried, with the tool's output on failure
+  local java id attempt
+  java="$(java_bin)"
+  for attempt in 1 2 3; do
+    id="$(new_cluster_id)"
+    [[ "$id" =~ $CLUSTER_ID_RE ]] || die "invalid cluster id '$id'"
+    # --cluster-id=<id> (one token): even an id with a leading '-' could not be read as an option
+    # shellcheck disable=SC2046
+    if "$java" -Xmx256m -XX:TieredStopAtLevel=1 $(log_opts) -cp "$LIBS/*" kafka.tools.StorageTool \
+        format "--cluster-id=$id" -c "$PROPS" --ignore-formatted >>"$RUN_DIR/format.log" 2>&1; then
+      [[ -f "$DATA_DIR/metadata/meta.properties" ]] && return 0
+    fi
+    log "formatting the KRaft storage failed (attempt $attempt, cluster id $id); retrying on a clean data dir"
+    rm -rf "$DATA_DIR"
+    mkdir -p "$DATA_DIR"
+  done
+  tail -n 40 "$RUN_DIR/format.log" >&2 || true
+  die "formatting the KRaft storage failed 3 times (full output: $RUN_DIR/format.log)"
 }
 
 wait_ready() {  # pid t0
@@ -350,6 +396,25 @@ cmd_start() {
 
   fetch
   check_java
+  local attempt
+  for ((attempt = 1; attempt <= START_ATTEMPTS; attempt++)); do
+    if launch_once "$keep" "$attempt"; then
+      echo "$HOST:$PORT"
+      return 0
+    fi
+    stop_broker >/dev/null 2>&1 || true
+    if ((attempt < START_ATTEMPTS)); then
+      port_open "$PORT" && die "port $PORT on $HOST was taken by another process during start-up (set GRIDFLEX_KAFKA_PORT)"
+      port_open "$CPORT" && die "controller port $CPORT on $HOST was taken during start-up (set GRIDFLEX_KAFKA_CONTROLLER_PORT)"
+      log "start attempt $attempt of $START_ATTEMPTS failed; retrying on a fresh data dir"
+      keep=0
+    fi
+  done
+  die "start failed after $START_ATTEMPTS attempts (broker log: $LOG_FILE)"
+}
+
+launch_once() {  # keep attempt: format (unless kept), start, wait for readiness; 0 when ready
+  local keep="$1" attempt="$2" pid t0 java i
   t0="$(now)"
   mkdir -p "$RUN_DIR"
   if [[ "$keep" == 0 ]]; then
@@ -357,34 +422,31 @@ cmd_start() {
   fi
   mkdir -p "$DATA_DIR"
   write_config
-  local java
   java="$(java_bin)"
-  # shellcheck disable=SC2086  # HEAP is a list of JVM options
+  : >"$RUN_DIR/format.log"
   if [[ ! -f "$DATA_DIR/metadata/meta.properties" ]]; then
-    "$java" -Xmx256m -XX:TieredStopAtLevel=1 $(log_opts) -cp "$LIBS/*" kafka.tools.StorageTool format \
-      -t "$(new_cluster_id)" -c "$PROPS" --ignore-formatted >"$RUN_DIR/format.log" 2>&1 \
-      || { cat "$RUN_DIR/format.log" >&2; die "formatting the KRaft storage failed (see above)"; }
+    format_storage
   fi
   : >"$LOG_FILE"
+  rm -f "$PID_FILE"
   # setsid: own session, so a Ctrl-C in the caller's terminal does not reach the broker;
   # the inner shell writes its own PID and exec's java, so the PID file holds java's PID.
   # shellcheck disable=SC2016,SC2086
   nohup setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' kafka-start "$PID_FILE" \
     "$java" $HEAP -XX:+UseG1GC -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
     $(log_opts) -cp "$LIBS/*" kafka.Kafka "$PROPS" >>"$LOG_FILE" 2>&1 </dev/null &
-  local i
-  for i in $(seq 1 50); do
+  for i in $(seq 1 100); do  # 10 s for the PID file
     [[ -s "$PID_FILE" ]] && break
     sleep 0.1
   done
   pid="$(read_pid)"
-  [[ -n "$pid" ]] || { log_tail 40; die "the broker did not start (no PID written)"; }
-  log "started Kafka $VERSION (pid $pid) on $HOST:$PORT, controller $HOST:$CPORT, log $LOG_FILE"
-  if ! wait_ready "$pid" "$t0"; then
-    stop_broker >/dev/null 2>&1 || true
-    die "start failed"
+  if [[ -z "$pid" ]]; then
+    log_tail 40
+    log "the broker did not start (no PID written within 10 s, attempt $attempt)"
+    return 1
   fi
-  echo "$HOST:$PORT"
+  log "started Kafka $VERSION (pid $pid) on $HOST:$PORT, controller $HOST:$CPORT, log $LOG_FILE (attempt $attempt)"
+  wait_ready "$pid" "$t0"
 }
 
 cmd_stop() {
@@ -487,6 +549,7 @@ main() {
     status) cmd_status ;;
     logs) cmd_logs "$@" ;;
     fetch) fetch; echo "$LIBS" ;;
+    cluster-id) validate; fetch >/dev/null; new_cluster_id ;;
     -h | --help | help) usage ;;
     *) usage >&2; exit 2 ;;
   esac

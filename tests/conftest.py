@@ -4,9 +4,16 @@
 ``GRIDFLEX_KAFKA_BOOTSTRAP`` set, that broker is used as it is; otherwise
 ``scripts/kafka.sh start`` fetches Apache Kafka from Maven Central (first run only),
 starts a single-node KRaft broker on a free loopback port, and the session stops it
-again at the end. Only tests that request the fixture start a broker. A broker that
-cannot be started fails the tests that need it; it never skips them, so the README's
-single test command really exercises Kafka on every machine, CI included.
+again at the end. Only tests that request the fixture start a broker. A start that fails
+is retried on fresh ports (another process may take a port between our pick and the
+broker's bind) up to :data:`KAFKA_START_ATTEMPTS` times; a broker that still cannot be
+started fails the tests that need it with kafka.sh's own explanation — it never skips
+them, so the README's single test command really exercises Kafka on every machine, CI
+included.
+
+:func:`wait_until` is the one way tests wait: a condition polled until a deadline, and a
+failure that says what was awaited, for how long, and what was seen last. Tests never
+sleep a fixed time to let something happen.
 """
 
 from __future__ import annotations
@@ -15,9 +22,11 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -25,6 +34,53 @@ REPO = Path(__file__).resolve().parent.parent
 KAFKA_SH = REPO / "scripts" / "kafka.sh"
 # First run fetches ~45 MB of jars through Maven, then formats and starts the broker.
 KAFKA_START_TIMEOUT_S = 900
+KAFKA_START_ATTEMPTS = 3
+_T = TypeVar("_T")
+
+
+def wait_until(
+    cond: Callable[[], _T],
+    timeout_s: float,
+    what: str,
+    *,
+    interval_s: float = 0.05,
+    detail: Callable[[], str] | None = None,
+) -> _T:
+    """Poll ``cond`` until it returns a truthy value (returned) or ``timeout_s`` passes.
+
+    On timeout the test fails with ``what``, the time waited, the last value (or the last
+    exception ``cond`` raised) and ``detail()`` (e.g. a log tail). ``cond`` is always
+    tried at least once, and once more at the deadline, so a slow machine only makes the
+    wait longer, never the answer different.
+    """
+    start = time.monotonic()
+    deadline = start + timeout_s
+    last: object = None
+    while True:
+        try:
+            value = cond()
+        except Exception as exc:  # reported below if it never succeeds
+            last = exc
+        else:
+            if value:
+                return value
+            last = value
+        now = time.monotonic()
+        if now >= deadline:
+            break
+        time.sleep(min(interval_s, max(0.0, deadline - now)))
+    extra = f"\n{detail()}" if detail is not None else ""
+    pytest.fail(
+        f"timed out after {time.monotonic() - start:.1f} s waiting for {what} "
+        f"(last: {last!r}){extra}",
+        pytrace=False,
+    )
+
+
+@pytest.fixture(name="wait_until")
+def wait_until_fixture() -> Callable[..., object]:
+    """:func:`wait_until` as a fixture, for tests that prefer not to import it."""
+    return wait_until
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -32,6 +88,13 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "kafka: needs a real Kafka broker (the kafka_bootstrap fixture starts one)",
     )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test on a real broker is ``slow`` too (still run by the plain command)."""
+    for item in items:
+        if item.get_closest_marker("kafka") is not None and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
 
 
 @dataclass(frozen=True)
@@ -78,13 +141,8 @@ def _tail(text: str, lines: int = 60) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-@pytest.fixture(scope="session")
-def kafka_broker() -> Iterator[KafkaBroker]:
-    external = os.environ.get("GRIDFLEX_KAFKA_BOOTSTRAP", "").strip()
-    if external:
-        yield KafkaBroker(bootstrap=external, env=None)
-        return
-
+def _start_broker() -> tuple[dict[str, str], str | None]:
+    """One ``kafka.sh start`` on fresh free ports: its env, and None or the error."""
     port, controller_port = _free_loopback_ports(2)
     env = dict(os.environ)
     env.update(
@@ -96,21 +154,36 @@ def kafka_broker() -> Iterator[KafkaBroker]:
     try:
         started = run_kafka_sh(env, "start", timeout=KAFKA_START_TIMEOUT_S)
     except subprocess.TimeoutExpired as exc:
-        run_kafka_sh(env, "stop", timeout=60)
+        run_kafka_sh(env, "stop", "--purge", timeout=60)
         err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr
-        pytest.fail(
-            f"scripts/kafka.sh start did not finish within {KAFKA_START_TIMEOUT_S} s\n"
-            f"{_tail(err or '')}",
-            pytrace=False,
-        )
+        return env, f"did not finish within {KAFKA_START_TIMEOUT_S} s\n{_tail(err or '')}"
     if started.returncode != 0:
-        run_kafka_sh(env, "stop", timeout=60)
+        run_kafka_sh(env, "stop", "--purge", timeout=60)
         # kafka.sh prints the Maven error or the broker log's tail itself.
+        return env, f"exit {started.returncode}\n{_tail(started.stderr, 120)}"
+    return env, None
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[KafkaBroker]:
+    external = os.environ.get("GRIDFLEX_KAFKA_BOOTSTRAP", "").strip()
+    if external:
+        yield KafkaBroker(bootstrap=external, env=None)
+        return
+
+    failures: list[str] = []
+    for attempt in range(1, KAFKA_START_ATTEMPTS + 1):
+        env, error = _start_broker()
+        if error is None:
+            break
+        failures.append(f"attempt {attempt}: {error}")
+    else:
         pytest.fail(
-            f"could not start a Kafka broker with scripts/kafka.sh (exit {started.returncode}):\n"
-            f"{_tail(started.stderr, 120)}",
+            "could not start a Kafka broker with scripts/kafka.sh "
+            f"({KAFKA_START_ATTEMPTS} attempts on fresh ports):\n" + "\n".join(failures),
             pytrace=False,
         )
+    port = env["GRIDFLEX_KAFKA_PORT"]
     try:
         yield KafkaBroker(bootstrap=f"127.0.0.1:{port}", env=env)
     finally:
