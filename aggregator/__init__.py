@@ -14,7 +14,7 @@ The core never imports an adapter or an I/O library; it depends on the small pro
 in :mod:`aggregator.interfaces` (bus, setpoint sink, history sink, clock).
 """
 
-from aggregator.dispatch import Dispatcher, DispatchFrame, fcr_activation, limit_excess_kw
+from aggregator.dispatch import Activation, Dispatcher, DispatchFrame, limit_excess_kw
 from aggregator.errors import (
     ConfigError,
     GridflexError,
@@ -47,6 +47,7 @@ from aggregator.pebc import (
 from aggregator.topology import Feeder, Site, Topology
 
 __all__ = [
+    "Activation",
     "ApplyOutcome",
     "ApplyResult",
     "Caps",
@@ -81,6 +82,5 @@ __all__ = [
     "TransientIO",
     "check_energy_feasible",
     "check_plan",
-    "fcr_activation",
     "limit_excess_kw",
 ]

@@ -20,6 +20,9 @@ found exactly that.) The result always lies inside ``[lo, hi]``. The slow work �
 participation shares, caps — happens in :meth:`Dispatcher.prepare`, once per plan step
 or state change, not per signal.
 
+What a signal asks for (FCR droop, aFRR setpoint) is an injected :class:`Activation`
+(markets own the rule and its numbers); this module only spreads the deviation.
+
 Participation shares follow the plan's per-site reserve (``reserve_up_kw`` /
 ``reserve_down_kw``), split inside a site in proportion to each slot's headroom; with no
 planned reserve, the shares follow the headroom of the whole fleet.
@@ -28,27 +31,37 @@ planned reserve, the shares follow the headroom of the whole fleet.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["DispatchFrame", "Dispatcher", "fcr_activation", "limit_excess_kw"]
+from aggregator.messages import FrequencySignal
+
+__all__ = ["Activation", "DispatchFrame", "Dispatcher", "NoActivation", "limit_excess_kw"]
 
 _EPS = 1e-9
 
 
-def fcr_activation(
-    hz: float, *, nominal_hz: float = 50.0, deadband_hz: float = 0.010, full_hz: float = 0.200
-) -> float:
-    """FCR activation fraction in [-1, 1]; positive = over-frequency = consume more.
+@runtime_checkable
+class Activation(Protocol):
+    """How a market product turns a signal into a fleet deviation (kW, + = more import).
 
-    Zero inside the ±deadband, full (±1) at and beyond ±``full_hz``, linear between.
+    The rule and its numbers (nominal frequency, deadband, full activation, aFRR clipping)
+    belong to :mod:`markets.activation`; the core only calls it with the reserve (kW) the
+    fleet holds. Implementations are pure and cheap (they run on the fast path).
     """
-    dev = hz - nominal_hz
-    mag = (abs(dev) - deadband_hz) / (full_hz - deadband_hz)
-    if mag <= 0.0:
+
+    def deviation_kw(self, signal: FrequencySignal, reserve_kw: float) -> float:
+        """The fleet deviation asked for by ``signal`` given a symmetric ``reserve_kw``."""
+        ...
+
+
+class NoActivation:
+    """No market product: every signal asks for no deviation."""
+
+    def deviation_kw(self, signal: FrequencySignal, reserve_kw: float) -> float:
         return 0.0
-    return float(np.copysign(min(mag, 1.0), dev))
 
 
 @dataclass(frozen=True)

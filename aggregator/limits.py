@@ -7,7 +7,14 @@ event id replaces the earlier limit, a cancellation removes it), and answers:
 
 * :meth:`LimitBook.caps_at` — the caps in force at one instant (fast loop), and
 * :meth:`LimitBook.caps_for_steps` — per plan step, the tightest cap of every limit that
-  overlaps the step (slow loop; conservative so a limit starting mid-step still holds).
+  overlaps the step (slow loop; conservative so a limit starting mid-step still holds);
+* :meth:`LimitBook.next_change` / :meth:`LimitBook.changes_between` — the instants at which
+  the caps in force change because a known window opens or closes, so that no setpoint lease
+  is issued past a cap change it does not respect (a cancellation is not known in advance:
+  the service publishes at once when one arrives).
+
+Invariant: ``caps_at(t)`` is constant on every interval between two consecutive instants
+of :meth:`LimitBook.changes_between` (the book itself not being edited meanwhile).
 
 Caps combine the structural limits of the :class:`~aggregator.topology.Topology` (site
 connection, feeder rating, fleet) with the DSO limits by taking the minimum: a DSO limit
@@ -131,6 +138,24 @@ class LimitBook:
     @property
     def limits(self) -> Sequence[DsoLimit]:
         return tuple(self._limits.values())
+
+    def next_change(self, after: datetime) -> datetime | None:
+        """The first instant strictly after ``after`` at which a known window opens or
+        closes (the caps in force may change there); ``None`` when none lies ahead."""
+        best: datetime | None = None
+        for lim in self._limits.values():
+            for t in (lim.start, lim.end):
+                if t > after and (best is None or t < best):
+                    best = t
+        return best
+
+    def changes_between(self, start: datetime, end: datetime) -> list[datetime]:
+        """Sorted instants ``t`` with ``start < t < end`` at which a known window opens or
+        closes."""
+        found = {
+            t for lim in self._limits.values() for t in (lim.start, lim.end) if start < t < end
+        }
+        return sorted(found)
 
     def caps_at(self, t: datetime) -> Caps:
         """Caps in force at instant ``t``."""

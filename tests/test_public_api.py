@@ -12,6 +12,7 @@ import grid
 import markets
 
 AGGREGATOR_ALL = [
+    "Activation",
     "ApplyOutcome",
     "ApplyResult",
     "Caps",
@@ -46,7 +47,6 @@ AGGREGATOR_ALL = [
     "TransientIO",
     "check_energy_feasible",
     "check_plan",
-    "fcr_activation",
     "limit_excess_kw",
 ]
 

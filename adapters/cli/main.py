@@ -25,6 +25,7 @@ from aggregator.errors import InvalidInput
 from aggregator.messages import export_schemas
 from aggregator.sim.scenario import Scenario
 from aggregator.sim.simulation import SimulationResult, run_simulation
+from markets.activation import ReserveActivation
 
 if TYPE_CHECKING:  # pandapower & co. load only in the commands that use a feeder
     from grid.feeders import FeederModel
@@ -86,7 +87,13 @@ def _run(
         grid = FeederGrid(feeder, scenario.topology)
     try:
         with _native_stdout_to_stderr():
-            result = run_simulation(scenario, InProcessBus(), progress=update, grid=grid)
+            result = run_simulation(
+                scenario,
+                InProcessBus(),
+                progress=update,
+                grid=grid,
+                activation=ReserveActivation(),  # the market's rule (FCR droop, aFRR clip)
+            )
     finally:
         close()
     if out is not None:

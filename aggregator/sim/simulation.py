@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from aggregator.dispatch import Activation
 from aggregator.errors import InvalidInput
 from aggregator.interfaces import DEFAULT_TOPICS, ManualClock, MessageBus, Topics
 from aggregator.limits import Caps, DsoLimit, LimitBook
@@ -185,6 +186,7 @@ def run_simulation(
     progress: Callable[[int, int], None] | None = None,
     topics: Topics = DEFAULT_TOPICS,
     grid: GridModel | None = None,
+    activation: Activation | None = None,
 ) -> SimulationResult:
     """Run ``scenario`` closed-loop through a :class:`Service` fed by ``bus``.
 
@@ -206,7 +208,11 @@ def run_simulation(
     sessions = sorted(scenario.sessions, key=lambda s: s.arrival)
     evse_ids = sorted({s.evse_id for s in sessions})
     csms = SimulatedCsms(evse_ids)
-    svc = Service(topo, cfg, clock=clock, sink=csms, topics=topics, grid=grid)
+    # the market's activation rule (markets.activation) is injected by the caller; without
+    # one, frequency samples ask for no deviation
+    svc = Service(
+        topo, cfg, clock=clock, sink=csms, topics=topics, grid=grid, activation=activation
+    )
     if scenario.price_eur_per_mwh is not None:
         svc.prices = PriceSeries(
             scenario.price_eur_per_mwh.times_s, scenario.price_eur_per_mwh.values

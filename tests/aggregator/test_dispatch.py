@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from aggregator.dispatch import Dispatcher, fcr_activation, limit_excess_kw
+from aggregator.dispatch import Dispatcher, limit_excess_kw
 
 TOL = 1e-6
 
@@ -108,27 +108,3 @@ def test_site_cap_scales_only_that_site() -> None:
     assert p[:2].sum() == pytest.approx(10.0, abs=1e-5)
     assert p[2] == pytest.approx(10.0)
     assert limit_excess_kw(p, f) <= TOL
-
-
-@pytest.mark.parametrize(
-    ("hz", "expected"),
-    [
-        (50.0, 0.0),
-        (50.01, 0.0),
-        (49.99, 0.0),
-        (50.2, 1.0),
-        (49.8, -1.0),
-        (50.5, 1.0),
-        (49.5, -1.0),
-        (50.105, 0.5),
-        (49.895, -0.5),
-    ],
-)
-def test_fcr_characteristic(hz: float, expected: float) -> None:
-    assert fcr_activation(hz) == pytest.approx(expected, abs=1e-9)
-
-
-@given(st.floats(49.0, 51.0), st.floats(49.0, 51.0))
-def test_fcr_is_monotone(a: float, b: float) -> None:
-    if a <= b:
-        assert fcr_activation(a) <= fcr_activation(b)

@@ -24,6 +24,7 @@ from aggregator.messages import (
 )
 from aggregator.service.replica import Service, ServiceConfig
 from aggregator.topology import Feeder, Site, Topology
+from markets.activation import ReserveActivation
 
 T0 = datetime(2026, 1, 14, 17, 0, tzinfo=UTC)
 TOPICS = Topics()
@@ -36,7 +37,13 @@ TOPO = Topology(
 def make(reserve_kw: float = 10.0) -> tuple[Service, RecordingSink, ManualClock]:
     clock = ManualClock(T0)
     sink = RecordingSink()
-    svc = Service(TOPO, ServiceConfig(reserve_kw=reserve_kw), clock=clock, sink=sink)
+    svc = Service(
+        TOPO,
+        ServiceConfig(reserve_kw=reserve_kw),
+        clock=clock,
+        sink=sink,
+        activation=ReserveActivation(),
+    )
     return svc, sink, clock
 
 
@@ -321,6 +328,7 @@ def test_timing_history_is_bounded() -> None:
 
     svc, _, _ = make()
     svc.handle(start(1, "s1"))
+    svc.tick()  # the slow loop plans in tick, never in the fast loop
     for _ in range(3):
         svc.handle(freq(50.0))
     assert len(svc.dispatch_s) >= 3 and svc.dispatch_s.maxlen == HISTORY

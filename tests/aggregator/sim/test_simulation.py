@@ -13,6 +13,7 @@ from aggregator.limits import DsoLimit, TargetType
 from aggregator.sim.scenario import AnnouncedLimit, Scenario, SessionSpec, TimeSeries
 from aggregator.sim.simulation import deliverable_energy_kwh, run_simulation
 from aggregator.topology import Feeder, Site, Topology
+from markets.activation import ReserveActivation
 
 T0 = datetime(2026, 1, 14, 12, tzinfo=UTC)
 
@@ -96,7 +97,7 @@ def test_limits_hold_and_energy_is_bounded(seed: int) -> None:
 
 
 def test_fcr_event_is_answered() -> None:
-    res = run_simulation(scenario(reserve_kw=8.0), InProcessBus())
+    res = run_simulation(scenario(reserve_kw=8.0), InProcessBus(), activation=ReserveActivation())
     ticks = np.array([t.timestamp() for t in res.tick_times])
     event = (ticks > (T0 + timedelta(hours=6)).timestamp()) & (
         ticks < (T0 + timedelta(hours=6, minutes=10)).timestamp()
