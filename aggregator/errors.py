@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "ISSUE_INVALID",
     "ConfigError",
     "GridflexError",
     "Infeasible",
@@ -31,13 +32,26 @@ __all__ = [
 ]
 
 
+ISSUE_INVALID = "invalid"
+"""The code of an :class:`Issue` built without one (older positional use)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Issue:
-    """One problem found by a validation: where (``field``), about what (``ids``), and why."""
+    """One problem found by a validation: where (``field``), about what (``ids``), and why.
+
+    ``code`` is a stable snake_case name of the problem (``unknown_site``,
+    ``evse_owned_by_other_csms``, ``strict_type`` …) and ``ids`` the domain ids it concerns
+    (EVSE, CSMS, site, step …), so that callers and tests compare values, never substrings
+    of ``message``. Write new issues with keywords, ``Issue(field=…, code=…, ids=(…),
+    message=…)``; the older positional form ``Issue(field, message, ids)`` still works and
+    gets the code :data:`ISSUE_INVALID`.
+    """
 
     field: str
     message: str
     ids: tuple[str, ...] = ()
+    code: str = ISSUE_INVALID
 
     def __str__(self) -> str:
         where = f"{self.field}[{', '.join(self.ids)}]" if self.ids else self.field

@@ -17,19 +17,29 @@ Invariants every model keeps:
 
 * ``v`` is the schema version (``1``) and ``type`` the discriminator; unknown fields,
   NaN and infinities are rejected; instances are frozen.
-* Datetimes must carry a UTC offset (naive ones are rejected) and are normalised to UTC.
+* Datetimes are ISO 8601 strings with a date, a time and a UTC offset (``Z`` or
+  ``±hh:mm``) and are normalised to UTC; numbers, numeric strings ("12345", which pydantic
+  would read as Unix time) and naive times are rejected.
+* Numbers are strict at the wire boundary: a power, an energy, a frequency is a JSON
+  number (``true``/``false`` and strings are rejected, not read as 1.0), a sequence
+  number or a priority a JSON integer.
 * Power in kW (positive = import from the grid, negative = export/V2G), energy in kWh,
   both within physical bounds (:data:`MAX_POWER_KW`, :data:`MAX_ENERGY_KWH`).
 * Ids are non-empty strings of at most 128 characters.
 
 Decoders (:func:`decode_telemetry` …) never raise anything but
 :class:`~aggregator.errors.InvalidInput`, which carries *every* problem as an
-:class:`~aggregator.errors.Issue` whose ``field`` is the dotted location of the bad value.
+:class:`~aggregator.errors.Issue` whose ``field`` is the dotted location of the bad value,
+whose ``code`` is pydantic's stable error type or ours (``float_type``, ``int_type``,
+``datetime_type``, ``datetime_iso``, ``timezone_aware``, ``missing``, ``extra_forbidden``,
+``json_invalid`` …) and whose ``ids`` are the record's ids where it has them (EVSE,
+session, CSMS, event id, in that order).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,8 +48,10 @@ from typing import Annotated, Any, Final, Literal, TypeVar
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     StringConstraints,
     TypeAdapter,
     ValidationError,
@@ -100,10 +112,33 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+_ISO_8601: Final = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?([Zz]|[+-]\d{2}:?\d{2})"
+)
+
+
+def _iso_text(value: object) -> object:
+    """A wire time must be an ISO 8601 string with an offset, never a (numeric) Unix time."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise PydanticCustomError("datetime_type", "must be an ISO 8601 string, not a number")
+    if _ISO_8601.fullmatch(value) is None:
+        raise PydanticCustomError(
+            "datetime_iso",
+            "must be an ISO 8601 date and time with a UTC offset, e.g. 2025-03-01T06:00:00Z",
+        )
+    return value
+
+
+UtcDatetime = Annotated[datetime, BeforeValidator(_iso_text), AfterValidator(_utc)]
+"""A wire time: ISO 8601 text with an offset (a ``datetime`` in Python), normalised to UTC."""
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-PowerKw = Annotated[float, Field(ge=-MAX_POWER_KW, le=MAX_POWER_KW)]
-EnergyKwh = Annotated[float, Field(ge=-MAX_ENERGY_KWH, le=MAX_ENERGY_KWH)]
+Kw = Annotated[float, Strict()]
+"""A strict JSON number (no booleans, no strings); bounds are added per field."""
+PowerKw = Annotated[Kw, Field(ge=-MAX_POWER_KW, le=MAX_POWER_KW)]
+EnergyKwh = Annotated[Kw, Field(ge=-MAX_ENERGY_KWH, le=MAX_ENERGY_KWH)]
+StrictInt = Annotated[int, Strict()]
 """Cumulative net energy of a session; negative after net V2G discharge."""
 
 
@@ -139,9 +174,9 @@ class SessionStarted(_Wire):
     csms_id: Id
     session_id: Id
     departure: UtcDatetime
-    energy_requested_kwh: Annotated[float, Field(ge=0.0, le=MAX_ENERGY_KWH)]
-    max_power_kw: Annotated[float, Field(gt=0.0, le=MAX_POWER_KW)]
-    min_power_kw: Annotated[float, Field(ge=-MAX_POWER_KW, le=0.0)] = 0.0
+    energy_requested_kwh: Annotated[Kw, Field(ge=0.0, le=MAX_ENERGY_KWH)]
+    max_power_kw: Annotated[Kw, Field(gt=0.0, le=MAX_POWER_KW)]
+    min_power_kw: Annotated[Kw, Field(ge=-MAX_POWER_KW, le=0.0)] = 0.0
     energy_kwh: EnergyKwh = 0.0
 
     _departure_after_ts = field_validator("departure")(
@@ -199,8 +234,8 @@ class DsoLimitMessage(_Wire):
     target_id: Id
     start: UtcDatetime
     end: UtcDatetime
-    limit_kw: Annotated[float, Field(ge=-MAX_POWER_KW)]
-    priority: int = 0
+    limit_kw: Annotated[Kw, Field(ge=-MAX_POWER_KW)]
+    priority: StrictInt = 0
     source: Id = "rest"
 
     _end_after_start = field_validator("end")(_after("start", "end must be after start"))
@@ -238,7 +273,7 @@ class FrequencySample(_Wire):
 
     type: Literal["frequency"] = "frequency"
     ts: UtcDatetime
-    hz: Annotated[float, Field(ge=45.0, le=55.0)]
+    hz: Annotated[Kw, Field(ge=45.0, le=55.0)]
 
 
 class AfrrRequest(_Wire):
@@ -246,7 +281,7 @@ class AfrrRequest(_Wire):
 
     type: Literal["afrr_request"] = "afrr_request"
     ts: UtcDatetime
-    setpoint_kw: Annotated[float, Field(ge=-MAX_FLEET_POWER_KW, le=MAX_FLEET_POWER_KW)]
+    setpoint_kw: Annotated[Kw, Field(ge=-MAX_FLEET_POWER_KW, le=MAX_FLEET_POWER_KW)]
 
 
 FrequencySignal = Annotated[FrequencySample | AfrrRequest, Field(discriminator="type")]
@@ -263,13 +298,13 @@ class SetpointBatch(_Wire):
 
     type: Literal["setpoints"] = "setpoints"
     csms_id: Id
-    seq: Annotated[int, Field(ge=0)]
+    seq: Annotated[StrictInt, Field(ge=0)]
     issued_at: UtcDatetime
     valid_until: UtcDatetime
     source_ts: UtcDatetime | None = None
     evse_ids: list[Id]
     power_kw: list[PowerKw]
-    failsafe_kw: list[Annotated[float, Field(ge=0.0, le=MAX_POWER_KW)]]
+    failsafe_kw: list[Annotated[Kw, Field(ge=0.0, le=MAX_POWER_KW)]]
 
     _valid_after_issue = field_validator("valid_until")(
         _after("issued_at", "valid_until must be after issued_at")
@@ -312,7 +347,21 @@ _GRID_SIGNAL_TAGS: Final = frozenset({"dso_limit", "dso_limit_cancel"})
 _FREQUENCY_TAGS: Final = frozenset({"frequency", "afrr_request"})
 
 
-def _issues(exc: ValidationError, tags: frozenset[str]) -> list[Issue]:
+_ID_FIELDS: Final = ("evse_id", "session_id", "csms_id", "event_id")
+
+
+def _record_ids(raw: bytes | bytearray | str) -> tuple[str, ...]:
+    """The ids a bad record names (for its issues), if it is a JSON object at all."""
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return ()
+    if not isinstance(obj, dict):
+        return ()
+    return tuple(v for k in _ID_FIELDS if isinstance(v := obj.get(k), str) and v)
+
+
+def _issues(exc: ValidationError, tags: frozenset[str], ids: tuple[str, ...] = ()) -> list[Issue]:
     """Every error of ``exc`` as an Issue; a union's tag is dropped from the location."""
     issues: list[Issue] = []
     for err in exc.errors(include_url=False, include_context=False, include_input=False):
@@ -328,7 +377,7 @@ def _issues(exc: ValidationError, tags: frozenset[str]) -> list[Issue]:
             where = "type"
         else:
             where = "input"
-        issues.append(Issue(field=where, message=err["msg"]))
+        issues.append(Issue(field=where, code=kind, ids=ids, message=err["msg"]))
     return issues
 
 
@@ -336,7 +385,7 @@ def _decode(adapter: TypeAdapter[_T], raw: bytes | bytearray | str, tags: frozen
     try:
         return adapter.validate_json(raw)
     except ValidationError as exc:
-        raise InvalidInput(_issues(exc, tags)) from None
+        raise InvalidInput(_issues(exc, tags, _record_ids(raw))) from None
 
 
 def decode_telemetry(raw: bytes | bytearray | str) -> Telemetry:

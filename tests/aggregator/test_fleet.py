@@ -13,8 +13,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aggregator.errors import InvalidInput
-from aggregator.fleet import ApplyOutcome, ApplyResult, FleetState, SessionState
+from aggregator.errors import InvalidInput, Issue
+from aggregator.fleet import (
+    EVSE_OWNED_BY_OTHER_CSMS,
+    SLOT_DTYPE,
+    ApplyOutcome,
+    ApplyResult,
+    FleetState,
+    SessionState,
+)
 from aggregator.messages import (
     EvseHeartbeat,
     MeterValue,
@@ -51,13 +58,14 @@ def start(
     max_kw: float = 11.0,
     min_kw: float = 0.0,
     energy: float = 0.0,
+    csms: str | None = None,
 ) -> SessionStarted:
     return SessionStarted(
         ts=at(t),
         feeder_id=feeder or FEEDER_OF.get(site, "F1"),
         site_id=site,
         evse_id=evse,
-        csms_id="C-" + site,
+        csms_id=csms or "C-" + site,
         session_id=session,
         departure=at(t + hours * 3600),
         energy_requested_kwh=requested,
@@ -91,8 +99,10 @@ def end(evse: str = "E1", session: str = "X1", t: float = 3600, feeder: str = "F
     )
 
 
-def heartbeat(evse: str = "E1", t: float = 30, feeder: str = "F1") -> EvseHeartbeat:
-    return EvseHeartbeat(ts=at(t), feeder_id=feeder, evse_id=evse, csms_id="C")
+def heartbeat(
+    evse: str = "E1", t: float = 30, feeder: str = "F1", csms: str = "C-S1"
+) -> EvseHeartbeat:
+    return EvseHeartbeat(ts=at(t), feeder_id=feeder, evse_id=evse, csms_id=csms)
 
 
 def replay(msgs: list[Telemetry], **kw: Any) -> FleetState:
@@ -142,7 +152,7 @@ def streams(draw: st.DrawFn) -> list[Telemetry]:
                 timed.append((t, meter(evse, session, t, energy, power, feeder)))
                 if draw(st.booleans()):
                     t += draw(st.integers(1, 60))
-                    timed.append((t, heartbeat(evse, t, feeder)))
+                    timed.append((t, heartbeat(evse, t, feeder, "C-" + site)))
             if draw(st.booleans()):
                 t += draw(st.integers(1, 600))
                 timed.append((t, end(evse, session, t, feeder)))
@@ -440,11 +450,144 @@ def test_session_state_and_restore() -> None:
     other.restore(state)
     assert other.snapshot() == fleet.snapshot()
     assert other.apply(meter(t=60)).outcome is ApplyOutcome.DUPLICATE
-    with pytest.raises(InvalidInput):
-        other.restore(dataclasses.replace(state, site_id="S9"))
+    with pytest.raises(InvalidInput) as exc:
+        other.restore(dataclasses.replace(state, site_id="S9", max_power_kw=0.0))
+    assert [(i.field, i.code, i.ids) for i in exc.value.issues] == [
+        ("site_id", "unknown_site", ("E1", "S9")),
+        ("max_power_kw", "power_range", ("E1",)),
+    ]
     fleet.apply(end())
     assert fleet.session_state("E1") is None  # tombstone for the compacted topic
     restored = FleetState(TOPOLOGY)
     restored.restore(dataclasses.replace(state, evse_id="E7"))
     assert restored.session_state("E7") == dataclasses.replace(state, evse_id="E7")
     assert isinstance(state, SessionState)
+
+
+# ---------------------------------------------------------------- EVSE identity (15.11)
+
+
+def test_a_start_for_a_live_evse_under_another_csms_is_rejected_and_changes_nothing() -> None:
+    fleet = replay([start("E1", "REAL", 0, max_kw=22.0), meter("E1", "REAL", 60, 1.0, 11.0)])
+    before, version = fleet.snapshot(), fleet.version
+    spoof = start("E1", "SPOOF", 120, csms="C-intruder", max_kw=150.0, requested=80.0)
+    result = fleet.apply(spoof)
+    assert result == ApplyResult(
+        ApplyOutcome.REJECTED, EVSE_OWNED_BY_OTHER_CSMS, ("E1", "C-S1", "C-intruder")
+    )
+    assert result.issue() == Issue(
+        field="telemetry",
+        code=EVSE_OWNED_BY_OTHER_CSMS,
+        ids=("E1", "C-S1", "C-intruder"),
+        message=EVSE_OWNED_BY_OTHER_CSMS,
+    )
+    assert fleet.snapshot() == before
+    assert fleet.version == version
+    assert fleet.counters[f"rejected.{EVSE_OWNED_BY_OTHER_CSMS}"] == 1
+    # the real session's later meter values still apply; the spoofed session has none
+    assert fleet.apply(meter("E1", "REAL", 180, 2.5, 20.0)).outcome is ApplyOutcome.APPLIED
+    assert fleet.apply(meter("E1", "SPOOF", 190, 9.0, 5.0)).reason == "unknown_session"
+    state = fleet.session_state("E1")
+    assert state is not None
+    assert (state.session_id, state.csms_id, state.energy_kwh, state.power_kw) == (
+        "REAL",
+        "C-S1",
+        2.5,
+        20.0,
+    )
+    assert fleet.csms[fleet.slot_of["E1"]] == "C-S1"
+    # the refused start left no trace in the ordering of starts: the owner's next
+    # session, started before the spoof's time, is not "stale"
+    assert fleet.apply(end("E1", "REAL", 200)).outcome is ApplyOutcome.APPLIED
+    assert fleet.apply(start("E1", "NEXT", 100)).outcome is ApplyOutcome.APPLIED
+
+
+def test_the_binding_outlives_the_session_and_covers_heartbeats() -> None:
+    fleet = replay([start("E1", "A", 0), end("E1", "A", 60)])
+    assert fleet.owner("E1") == "C-S1"
+    assert fleet.owner("E2") is None
+    refused = fleet.apply(start("E1", "B", 120, csms="C-other"))
+    assert (refused.reason, refused.ids) == (EVSE_OWNED_BY_OTHER_CSMS, ("E1", "C-S1", "C-other"))
+    beat = fleet.apply(heartbeat("E1", 130, csms="C-other"))
+    assert (beat.reason, beat.ids) == (EVSE_OWNED_BY_OTHER_CSMS, ("E1", "C-S1", "C-other"))
+    assert fleet.last_ts_s[fleet.slot_of["E1"]] == at(60).timestamp()
+    assert fleet.apply(heartbeat("E1", 130)).outcome is ApplyOutcome.APPLIED
+    assert fleet.snapshot() == {}
+
+
+def test_restore_rebinds_an_evse_to_the_state_topics_csms() -> None:
+    fleet = replay([start("E1", "A", 0)])
+    state = fleet.session_state("E1")
+    assert state is not None
+    fleet.restore(dataclasses.replace(state, csms_id="C-new", session_id="B"))
+    assert fleet.owner("E1") == "C-new"
+    assert fleet.apply(heartbeat("E1", 60, csms="C-new")).outcome is ApplyOutcome.APPLIED
+    assert fleet.apply(heartbeat("E1", 90)).reason == EVSE_OWNED_BY_OTHER_CSMS
+
+
+# ---------------------------------------------------------------- one dtype per table
+
+
+def test_columns_are_views_of_one_structured_table() -> None:
+    fleet = replay([start("E1", max_kw=22.0), meter(power=7.5), start("E2", "X2", site="S3")])
+    table = fleet.table
+    assert table.dtype == SLOT_DTYPE
+    assert table.shape == (2,)
+    assert not table.flags.writeable
+    for name in ("site", "active", "arrival_s", "energy_kwh", "max_power_kw", "power_kw"):
+        assert np.shares_memory(getattr(fleet, name), fleet.table)
+    assert table["power_kw"].tolist() == [7.5, 0.0]
+    assert table["site"].tolist() == [0, 2]
+    assert table["max_power_kw"].tolist() == [22.0, 11.0]
+    fleet.power_kw[0] = 3.0  # a column view writes the table (callers keep working)
+    assert fleet.table["power_kw"][0] == 3.0
+    with pytest.raises(ValueError, match="read-only"):
+        table["power_kw"][0] = 1.0
+
+
+def test_growing_copies_rows_and_rebinds_every_column() -> None:
+    fleet = FleetState(TOPOLOGY, capacity=1)
+    fleet.apply(start("E0", "X0", min_kw=-5.0))
+    fleet.apply(meter("E0", "X0", energy=3.0, power=-4.0))
+    row = fleet.table[0].copy()
+    fleet.apply(start("E1", "X1", 1))
+    fleet.apply(start("E2", "X2", 2))
+    assert fleet.capacity == 4
+    assert fleet.table[0] == row
+    assert all(len(getattr(fleet, c)) == 4 for c in ("site", "active", "power_kw", "energy_kwh"))
+    assert np.shares_memory(fleet.energy_kwh, fleet.table)
+    assert fleet.active.tolist() == [True, True, True, False]
+
+
+# ---------------------------------------------------------------- PEBC envelopes
+
+
+def test_session_envelopes_follow_plug_windows_and_energy() -> None:
+    fleet = replay(
+        [
+            start("E1", "X1", 0, hours=0.5, requested=30.0, max_kw=11.0, min_kw=-11.0),
+            meter("E1", "X1", 60, energy=4.0, power=11.0),
+            start("E2", "X2", 0, hours=8, requested=10.0, max_kw=22.0),
+            start("E3", "X3", 0, hours=8),
+            end("E3", "X3", 100),
+        ]
+    )
+    now = at(600)
+    env = fleet.session_envelopes(np.arange(3), start=T0, step_s=900.0, steps=4, now=now)
+    assert env.evse_ids == ("E1", "E2", "E3")
+    assert env.validate() == []
+    # E1 leaves at 1800 s: plugged in steps 0 and 1 only
+    np.testing.assert_array_equal(env.upper_kw[0], [11.0, 11.0, 0.0, 0.0])
+    np.testing.assert_array_equal(env.lower_kw[0], [-11.0, -11.0, 0.0, 0.0])
+    np.testing.assert_array_equal(env.upper_kw[1], [22.0] * 4)
+    np.testing.assert_array_equal(env.lower_kw[1], [0.0] * 4)
+    np.testing.assert_array_equal(env.upper_kw[2], [0.0] * 4)  # ended
+    np.testing.assert_array_equal(env.energy_max_kwh, [26.0, 10.0, 0.0])
+    np.testing.assert_array_equal(env.energy_min_kwh, [-4.0, 0.0, 0.0])
+    one = env.energy_constraint(0)
+    assert (one.start, one.end, one.min_kwh, one.max_kwh) == (T0, at(1800), -4.0, 26.0)
+    assert env.envelope(1).validate() == []
+    later = fleet.session_envelopes(
+        np.arange(3), start=at(900), step_s=900.0, steps=2, now=at(1000)
+    )
+    np.testing.assert_array_equal(later.upper_kw[0], [11.0, 0.0])

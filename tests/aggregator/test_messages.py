@@ -146,10 +146,10 @@ def test_naive_datetime_rejected() -> None:
     d["ts"] = "2025-03-01T12:00:00"
     with pytest.raises(InvalidInput) as exc:
         m.decode_frequency(raw(d))
-    assert fields_of(exc) == ["ts"]
-    assert "timezone" in exc.value.issues[0].message
-    with pytest.raises(ValidationError, match="timezone"):
+    assert [(i.field, i.code) for i in exc.value.issues] == [("ts", "datetime_iso")]
+    with pytest.raises(ValidationError) as naive:
         m.FrequencySample(ts=datetime(2025, 3, 1, 12), hz=50.0)  # noqa: DTZ001
+    assert [e["type"] for e in naive.value.errors()] == ["timezone_aware"]
 
 
 @pytest.mark.parametrize(("msg", "decode"), every_model()[::3])
@@ -282,7 +282,7 @@ def test_setpoint_batch_length_mismatch_and_duplicates() -> None:
     with pytest.raises(InvalidInput) as exc:
         m.decode_setpoints(raw(good | {"evse_ids": ["E1", "E2", "E1"]}))
     assert fields_of(exc) == ["evse_ids"]
-    assert "E1" in exc.value.issues[0].message
+    assert exc.value.issues[0].code == "duplicate_id"
     with pytest.raises(InvalidInput) as exc:
         m.decode_setpoints(raw(good | {"valid_until": good["issued_at"], "seq": -1}))
     assert fields_of(exc) == ["seq", "valid_until"]
@@ -373,3 +373,151 @@ def test_all_is_the_public_surface() -> None:
     )
     for name in m.__all__:
         assert hasattr(m, name)
+
+
+# --- strict types at the wire boundary (issue 15 item 11) ---------------------------------
+
+
+def _wire_fields(kind: str) -> list[tuple[str, str, Any]]:
+    """(type, field, decoder) for every numeric or time field of every message family."""
+    out: list[tuple[str, str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    for msg, decode in every_model():
+        tag = msg.type  # type: ignore[attr-defined]
+        values = as_dict(msg)
+        for name, info in type(msg).model_fields.items():
+            value = values.get(name)
+            first = value[0] if isinstance(value, list) and value else value
+            is_time = "datetime" in str(info.annotation)
+            is_number = (
+                name != "v" and isinstance(first, int | float) and not isinstance(first, bool)
+            )
+            if ((kind == "time" and is_time) or (kind == "number" and is_number)) and (
+                tag,
+                name,
+            ) not in seen:
+                seen.add((tag, name))
+                out.append((tag, name, decode))
+    return out
+
+
+NUMBER_FIELDS = _wire_fields("number")
+TIME_FIELDS = _wire_fields("time")
+
+
+def test_strict_fields_cover_every_family() -> None:
+    assert sorted((t, f) for t, f, _ in NUMBER_FIELDS) == [
+        ("afrr_request", "setpoint_kw"),
+        ("dso_limit", "limit_kw"),
+        ("dso_limit", "priority"),
+        ("frequency", "hz"),
+        ("meter_value", "energy_kwh"),
+        ("meter_value", "power_kw"),
+        ("session_ended", "energy_kwh"),
+        ("session_started", "energy_kwh"),
+        ("session_started", "energy_requested_kwh"),
+        ("session_started", "max_power_kw"),
+        ("session_started", "min_power_kw"),
+        ("setpoints", "failsafe_kw"),
+        ("setpoints", "power_kw"),
+        ("setpoints", "seq"),
+    ]
+    assert sorted((t, f) for t, f, _ in TIME_FIELDS) == [
+        ("afrr_request", "ts"),
+        ("dso_limit", "end"),
+        ("dso_limit", "start"),
+        ("dso_limit", "ts"),
+        ("dso_limit_cancel", "ts"),
+        ("evse_heartbeat", "ts"),
+        ("frequency", "ts"),
+        ("meter_value", "ts"),
+        ("session_ended", "ts"),
+        ("session_started", "departure"),
+        ("session_started", "ts"),
+        ("setpoints", "issued_at"),
+        ("setpoints", "source_ts"),
+        ("setpoints", "valid_until"),
+    ]
+
+
+def _sample(tag: str) -> dict[str, Any]:
+    msg = next(msg for msg, _ in every_model() if msg.type == tag)  # type: ignore[attr-defined]
+    return as_dict(msg)
+
+
+def _issues_for(decode: Any, d: dict[str, Any]) -> list[tuple[str, str]]:
+    with pytest.raises(InvalidInput) as exc:
+        decode(raw(d))
+    return [(i.field, i.code) for i in exc.value.issues]
+
+
+@pytest.mark.parametrize(("tag", "name", "decode"), NUMBER_FIELDS, ids=lambda x: str(x))
+@pytest.mark.parametrize("bad", [True, False, "1.0", "7"])
+def test_numbers_must_be_json_numbers(tag: str, name: str, decode: Any, bad: Any) -> None:
+    d = _sample(tag)
+    is_list = isinstance(d[name], list)
+    d[name] = [bad, *d[name][1:]] if is_list else bad
+    want = "int_type" if name in ("seq", "priority") else "float_type"
+    assert _issues_for(decode, d) == [(f"{name}.0" if is_list else name, want)]
+
+
+@pytest.mark.parametrize("name", ["seq", "priority"])
+def test_integers_must_be_json_integers(name: str) -> None:
+    d = _sample("setpoints" if name == "seq" else "dso_limit")
+    d[name] = 7.0
+    decode = m.decode_setpoints if name == "seq" else m.decode_grid_signal
+    assert _issues_for(decode, d) == [(name, "int_type")]
+
+
+@pytest.mark.parametrize(("tag", "name", "decode"), TIME_FIELDS, ids=lambda x: str(x))
+@pytest.mark.parametrize(
+    ("bad", "code"),
+    [
+        (12345, "datetime_type"),
+        (1.7e9, "datetime_type"),
+        (True, "datetime_type"),
+        ("12345", "datetime_iso"),
+        ("1740830400", "datetime_iso"),
+        ("2025-03-01T12:00:00", "datetime_iso"),  # no offset
+        ("2025-03-01", "datetime_iso"),  # no time
+    ],
+)
+def test_times_must_be_iso_8601_text_with_an_offset(
+    tag: str, name: str, decode: Any, bad: Any, code: str
+) -> None:
+    d = _sample(tag)
+    d[name] = bad
+    # a later time field may also fail its order check against the now-invalid one; the
+    # bad field itself is always reported with its own code
+    assert (name, code) in _issues_for(decode, d)
+
+
+def test_valid_meter_values_still_decode_after_the_strict_check() -> None:
+    text = (
+        '{"type":"meter_value","ts":"2025-03-01T13:00:00.250+01:00","feeder_id":"F1",'
+        '"evse_id":"E1","session_id":"X1","energy_kwh":1,"power_kw":-7}'
+    )
+    msg = m.decode_telemetry(text)
+    assert isinstance(msg, m.MeterValue)
+    assert (msg.ts, msg.energy_kwh, msg.power_kw) == (
+        T0 + timedelta(milliseconds=250),
+        1.0,
+        -7.0,
+    )
+
+
+def test_issues_name_the_records_ids() -> None:
+    d = as_dict(session_started())
+    d["power_kw"] = 1.0
+    d["max_power_kw"] = True
+    with pytest.raises(InvalidInput) as exc:
+        m.decode_telemetry(raw(d))
+    assert sorted((i.field, i.code, i.ids) for i in exc.value.issues) == [
+        ("max_power_kw", "float_type", ("E1", "X1", "C1")),
+        ("power_kw", "extra_forbidden", ("E1", "X1", "C1")),
+    ]
+    with pytest.raises(InvalidInput) as bad_json:
+        m.decode_telemetry(b"{")
+    assert [(i.field, i.code, i.ids) for i in bad_json.value.issues] == [
+        ("json", "json_invalid", ())
+    ]

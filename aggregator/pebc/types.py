@@ -11,8 +11,12 @@ These are the IEC 63110 / IEC 63402 (S2) notions gridflex plans with, in the cor
 * :class:`EnergyTransferPlan` — planned power per step with 68 % and 95 % bands (IEC
   63110's energy transfer plan with its power profile ranges).
 
+(The fleet-wide form, many sessions on one grid and the check of a plan against it, is
+in :mod:`aggregator.pebc.sessions`.)
+
 Every check returns a list of :class:`~aggregator.errors.Issue` — all problems, never only
-the first — and never raises for bad data.
+the first, each with a stable ``code`` and the ids it concerns — and never raises for bad
+data.
 """
 
 from __future__ import annotations
@@ -56,10 +60,14 @@ class PowerRange:
     def validate(self, field: str = "range") -> list[Issue]:
         issues: list[Issue] = []
         if not (math.isfinite(self.lower_kw) and math.isfinite(self.upper_kw)):
-            issues.append(Issue(field, "bounds must be finite"))
+            issues.append(Issue(field=field, code="not_finite", message="bounds must be finite"))
         elif self.lower_kw > self.upper_kw:
             issues.append(
-                Issue(field, f"lower_kw {self.lower_kw} exceeds upper_kw {self.upper_kw}")
+                Issue(
+                    field=field,
+                    code="lower_above_upper",
+                    message=f"lower_kw {self.lower_kw} exceeds upper_kw {self.upper_kw}",
+                )
             )
         return issues
 
@@ -93,22 +101,36 @@ class PowerConstraints:
     def validate(self) -> list[Issue]:
         issues: list[Issue] = []
         if not self.ranges:
-            issues.append(Issue("ranges", "at least one power range is required"))
+            issues.append(
+                Issue(field="ranges", code="empty", message="at least one power range is required")
+            )
         for i, r in enumerate(self.ranges):
             issues.extend(r.validate(f"ranges[{i}]"))
         if self.per_phase is not None:
             if len(self.per_phase) not in (1, 2, 3):
-                issues.append(Issue("per_phase", "must have 1, 2 or 3 phases"))
+                issues.append(
+                    Issue(field="per_phase", code="phases", message="must have 1, 2 or 3 phases")
+                )
             for ph, ranges in enumerate(self.per_phase):
                 if not ranges:
-                    issues.append(Issue(f"per_phase[{ph}]", "at least one range is required"))
+                    issues.append(
+                        Issue(
+                            field=f"per_phase[{ph}]",
+                            code="empty",
+                            message="at least one range is required",
+                        )
+                    )
                 for i, r in enumerate(ranges):
                     issues.extend(r.validate(f"per_phase[{ph}][{i}]"))
             if not issues and self.ranges:
                 top = sum(max(r.upper_kw for r in rs) for rs in self.per_phase)
                 if top < self.lower_kw - _TOL:
                     issues.append(
-                        Issue("per_phase", "phase ranges cannot reach the total's lower bound")
+                        Issue(
+                            field="per_phase",
+                            code="unreachable",
+                            message="phase ranges cannot reach the total's lower bound",
+                        )
                     )
         return issues
 
@@ -129,13 +151,23 @@ class EnergyConstraint:
         issues: list[Issue] = []
         for name, ts in (("start", self.start), ("end", self.end)):
             if not is_utc(ts):
-                issues.append(Issue(name, "must be a UTC-aware datetime"))
+                issues.append(
+                    Issue(field=name, code="not_utc", message="must be a UTC-aware datetime")
+                )
         if is_utc(self.start) and is_utc(self.end) and self.end <= self.start:
-            issues.append(Issue("end", "must be after start"))
+            issues.append(Issue(field="end", code="order", message="must be after start"))
         if not (math.isfinite(self.min_kwh) and math.isfinite(self.max_kwh)):
-            issues.append(Issue("min_kwh", "bounds must be finite"))
+            issues.append(
+                Issue(field="min_kwh", code="not_finite", message="bounds must be finite")
+            )
         elif self.min_kwh > self.max_kwh:
-            issues.append(Issue("min_kwh", f"{self.min_kwh} exceeds max_kwh {self.max_kwh}"))
+            issues.append(
+                Issue(
+                    field="min_kwh",
+                    code="min_above_max",
+                    message=f"{self.min_kwh} exceeds max_kwh {self.max_kwh}",
+                )
+            )
         return issues
 
 
@@ -172,22 +204,40 @@ class PowerEnvelope:
     def validate(self) -> list[Issue]:
         issues: list[Issue] = []
         if not is_utc(self.start):
-            issues.append(Issue("start", "must be a UTC-aware datetime"))
+            issues.append(
+                Issue(field="start", code="not_utc", message="must be a UTC-aware datetime")
+            )
         if not (math.isfinite(self.step_s) and self.step_s > 0):
-            issues.append(Issue("step_s", "must be finite and > 0"))
+            issues.append(
+                Issue(field="step_s", code="not_positive", message="must be finite and > 0")
+            )
         if self.lower_kw.shape != self.upper_kw.shape or self.lower_kw.ndim != 1:
-            issues.append(Issue("upper_kw", "lower_kw and upper_kw must be 1-D of equal length"))
+            issues.append(
+                Issue(
+                    field="upper_kw",
+                    code="shape",
+                    message="lower_kw and upper_kw must be 1-D of equal length",
+                )
+            )
             return issues
         bad = ~(np.isfinite(self.lower_kw) & np.isfinite(self.upper_kw))
         for i in np.flatnonzero(bad):
-            issues.append(Issue("envelope", "bounds must be finite", (f"step {i}",)))
+            issues.append(
+                Issue(
+                    field="envelope",
+                    code="not_finite",
+                    ids=(f"step {i}",),
+                    message="bounds must be finite",
+                )
+            )
         crossed = np.flatnonzero(self.lower_kw > self.upper_kw + _TOL)
         for i in crossed:
             issues.append(
                 Issue(
-                    "envelope",
-                    f"lower {self.lower_kw[i]:.3f} kW > upper {self.upper_kw[i]:.3f} kW",
-                    (f"step {i}",),
+                    field="envelope",
+                    code="lower_above_upper",
+                    ids=(f"step {i}",),
+                    message=f"lower {self.lower_kw[i]:.3f} kW > upper {self.upper_kw[i]:.3f} kW",
                 )
             )
         return issues
@@ -210,9 +260,15 @@ def check_energy_feasible(envelope: PowerEnvelope, energy: EnergyConstraint) -> 
     if issues:
         return issues
     if energy.start < envelope.start:
-        issues.append(Issue("energy.start", "starts before the envelope"))
+        issues.append(
+            Issue(
+                field="energy.start", code="outside_envelope", message="starts before the envelope"
+            )
+        )
     if energy.end > envelope.step_end(envelope.steps - 1):
-        issues.append(Issue("energy.end", "ends after the envelope"))
+        issues.append(
+            Issue(field="energy.end", code="outside_envelope", message="ends after the envelope")
+        )
     # energy is counted from ``energy.start``, not from the envelope's start
     lo_end, hi_end = envelope.energy_range_kwh(energy.end)
     lo_start, hi_start = envelope.energy_range_kwh(energy.start)
@@ -220,15 +276,19 @@ def check_energy_feasible(envelope: PowerEnvelope, energy: EnergyConstraint) -> 
     if hi < energy.min_kwh - _TOL:
         issues.append(
             Issue(
-                "energy.min_kwh",
-                f"needs {energy.min_kwh:.3f} kWh but the envelope allows at most {hi:.3f} kWh",
+                field="energy.min_kwh",
+                code="energy_unreachable",
+                message=(
+                    f"needs {energy.min_kwh:.3f} kWh but the envelope allows at most {hi:.3f} kWh"
+                ),
             )
         )
     if lo > energy.max_kwh + _TOL:
         issues.append(
             Issue(
-                "energy.max_kwh",
-                f"allows {energy.max_kwh:.3f} kWh but the envelope forces {lo:.3f} kWh",
+                field="energy.max_kwh",
+                code="energy_forced",
+                message=f"allows {energy.max_kwh:.3f} kWh but the envelope forces {lo:.3f} kWh",
             )
         )
     return issues
@@ -256,20 +316,47 @@ def check_plan(plan: EnergyTransferPlan, envelope: PowerEnvelope) -> list[Issue]
     """Every way ``plan`` leaves ``envelope`` or has disordered bands."""
     issues: list[Issue] = []
     if plan.steps != envelope.steps:
-        return [Issue("power_kw", f"{plan.steps} steps, envelope has {envelope.steps}")]
+        return [
+            Issue(
+                field="power_kw",
+                code="shape",
+                message=f"{plan.steps} steps, envelope has {envelope.steps}",
+            )
+        ]
     if plan.start != envelope.start or plan.step_s != envelope.step_s:
-        issues.append(Issue("start", "plan and envelope time grids differ"))
+        issues.append(
+            Issue(
+                field="start", code="grid_mismatch", message="plan and envelope time grids differ"
+            )
+        )
     p = plan.power_kw
     inside = (p >= envelope.lower_kw - _TOL) & (p <= envelope.upper_kw + _TOL)  # NaN: outside
     for i in np.flatnonzero(~inside):
-        issues.append(Issue("power_kw", "outside the envelope", (f"step {i}",)))
+        issues.append(
+            Issue(
+                field="power_kw",
+                code="power_outside_envelope",
+                ids=(f"step {i}",),
+                message="outside the envelope",
+            )
+        )
     lo95, hi95 = plan.band95_kw
     lo68, hi68 = plan.band68_kw
     bands = {"band95_kw[0]": lo95, "band68_kw[0]": lo68, "band68_kw[1]": hi68, "band95_kw[1]": hi95}
     wrong = [name for name, arr in bands.items() if np.shape(arr) != p.shape]
     if wrong:
-        return issues + [Issue(n, f"shape {np.shape(bands[n])}, expected {p.shape}") for n in wrong]
+        return issues + [
+            Issue(field=n, code="shape", message=f"shape {np.shape(bands[n])}, expected {p.shape}")
+            for n in wrong
+        ]
     order = (lo95 <= lo68 + _TOL) & (lo68 <= p + _TOL) & (p <= hi68 + _TOL) & (hi68 <= hi95 + _TOL)
     for i in np.flatnonzero(~order):
-        issues.append(Issue("bands", "need lo95 ≤ lo68 ≤ power ≤ hi68 ≤ hi95", (f"step {i}",)))
+        issues.append(
+            Issue(
+                field="bands",
+                code="band_order",
+                ids=(f"step {i}",),
+                message="need lo95 ≤ lo68 ≤ power ≤ hi68 ≤ hi95",
+            )
+        )
     return issues

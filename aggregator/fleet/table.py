@@ -1,0 +1,153 @@
+"""The fleet's per-slot numbers as one numpy structured array (one dtype per table).
+
+:data:`SLOT_DTYPE` is the single definition of what gridflex keeps per EVSE slot: the
+site index, whether a session is active, its times (POSIX seconds, UTC), energies (kWh)
+and powers (kW, positive = import). Every per-slot column the fleet shows
+(``fleet.energy_kwh``, ``fleet.site`` …) is a *view* of one column of this table, so
+growing, snapshot and restore are row operations on one array (power-grid-model's
+``initialize_array`` habit) instead of eleven parallel arrays spelt out in several places.
+
+Strings (EVSE, CSMS and session ids) stay in Python lists beside the table: they are
+looked up by dict, never computed with.
+
+Invariants:
+
+* a table has ``capacity`` rows; rows at or past ``n_slots`` are all zero (inactive);
+* :func:`grown` keeps every earlier row bit for bit and zero-fills the new ones;
+* ``meter_lo_kw``/``meter_hi_kw`` are derived from ``min_power_kw``/``max_power_kw`` by
+  :func:`meter_bounds` whenever a session starts or is restored (never written elsewhere).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+
+import numpy as np
+from numpy.typing import NDArray
+
+from aggregator.errors import Issue
+
+__all__ = [
+    "FLOAT_COLUMNS",
+    "POWER_TOLERANCE_KW",
+    "POWER_TOLERANCE_REL",
+    "SLOT_DTYPE",
+    "SessionState",
+    "SnapshotRow",
+    "grown",
+    "meter_bounds",
+    "new_table",
+    "state_issues",
+    "to_datetime",
+    "to_seconds",
+]
+
+POWER_TOLERANCE_KW: Final = 1.0
+POWER_TOLERANCE_REL: Final = 0.1
+"""A measured power outside ``[min·(1+rel) − abs, max·(1+rel) + abs]`` of the session's
+declared range is rejected as ``power_out_of_range`` (a unit error, typically W for kW)."""
+
+FLOAT_COLUMNS: Final = (
+    "arrival_s",
+    "departure_s",
+    "last_ts_s",
+    "last_meter_s",
+    "energy_requested_kwh",
+    "energy_kwh",
+    "max_power_kw",
+    "min_power_kw",
+    "power_kw",
+    "meter_lo_kw",
+    "meter_hi_kw",
+)
+"""The float64 columns, in table order (times in POSIX s, energy in kWh, power in kW)."""
+
+SLOT_DTYPE: Final = np.dtype(
+    [(name, np.float64) for name in FLOAT_COLUMNS] + [("site", np.intp), ("active", np.bool_)],
+    align=True,
+)
+"""One row per EVSE slot. ``site`` indexes ``Topology.sites``; ``active`` marks a live
+session; ``meter_lo_kw``/``meter_hi_kw`` are the accepted range of a measured power."""
+
+
+def new_table(capacity: int) -> NDArray[np.void]:
+    """A zeroed table of ``capacity`` rows of :data:`SLOT_DTYPE`."""
+    return np.zeros(capacity, dtype=SLOT_DTYPE)
+
+
+def grown(table: NDArray[np.void], capacity: int) -> NDArray[np.void]:
+    """A copy of ``table`` with ``capacity`` rows (≥ its length); new rows are zero."""
+    if capacity < table.shape[0]:
+        raise ValueError("a table never shrinks")
+    out = new_table(capacity)
+    out[: table.shape[0]] = table
+    return out
+
+
+def meter_bounds(min_power_kw: float, max_power_kw: float) -> tuple[float, float]:
+    """The range ``(lo, hi)`` (kW) a meter value of a session may report."""
+    hi = max_power_kw * (1.0 + POWER_TOLERANCE_REL) + POWER_TOLERANCE_KW
+    lo = min_power_kw * (1.0 + POWER_TOLERANCE_REL) - POWER_TOLERANCE_KW
+    return lo, hi
+
+
+def to_seconds(t: datetime) -> float:
+    """POSIX seconds of an aware datetime; naive datetimes are refused."""
+    if t.tzinfo is None:
+        raise ValueError("naive datetime: gridflex works with UTC-aware datetimes only")
+    return t.timestamp()
+
+
+def to_datetime(s: float) -> datetime:
+    """The UTC datetime of POSIX seconds ``s``."""
+    return datetime.fromtimestamp(s, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionState:
+    """One active session, as published on the compacted ``gridflex.state`` topic."""
+
+    evse_id: str
+    session_id: str
+    site_id: str
+    csms_id: str
+    arrival: datetime
+    departure: datetime
+    last_ts: datetime
+    last_meter: datetime
+    energy_requested_kwh: float
+    energy_kwh: float
+    max_power_kw: float
+    min_power_kw: float
+    power_kw: float
+
+
+SnapshotRow = tuple[str, str, str, float, float, float, float, float, float, float, float, float]
+"""(session_id, site_id, csms_id, arrival_s, departure_s, last_ts_s, last_meter_s,
+energy_requested_kwh, energy_kwh, max_power_kw, min_power_kw, power_kw)."""
+
+
+def state_issues(state: SessionState, *, known_site: bool) -> list[Issue]:
+    """Every reason why ``state`` cannot be restored (codes ``unknown_site``, ``power_range``)."""
+    issues: list[Issue] = []
+    if not known_site:
+        issues.append(
+            Issue(
+                field="site_id",
+                code="unknown_site",
+                ids=(state.evse_id, state.site_id),
+                message=f"unknown site {state.site_id!r}",
+            )
+        )
+    if not state.min_power_kw <= 0.0 < state.max_power_kw:
+        issues.append(
+            Issue(
+                field="max_power_kw",
+                code="power_range",
+                ids=(state.evse_id,),
+                message="need min_power_kw <= 0 < max_power_kw",
+            )
+        )
+    return issues
