@@ -49,7 +49,9 @@ def wait_until(
     """Poll ``cond`` until it returns a truthy value (returned) or ``timeout_s`` passes.
 
     On timeout the test fails with ``what``, the time waited, the last value (or the last
-    exception ``cond`` raised) and ``detail()`` (e.g. a log tail). ``cond`` is always
+    exception ``cond`` raised) and ``detail()`` (e.g. a log tail). An ``AssertionError``
+    from ``cond`` is not waited out: it means the awaited thing can no longer happen (a
+    process exited) and fails the test at once. ``cond`` is always
     tried at least once, and once more at the deadline, so a slow machine only makes the
     wait longer, never the answer different.
     """
@@ -59,6 +61,8 @@ def wait_until(
     while True:
         try:
             value = cond()
+        except AssertionError:
+            raise
         except Exception as exc:  # reported below if it never succeeds
             last = exc
         else:

@@ -103,6 +103,7 @@ class Batch:
     evse_ids: tuple[str, ...]
     power_kw: tuple[float, ...]
     failsafe_kw: tuple[float, ...]
+    source_ts: datetime | None = None  # the frequency sample a batch answers, if any
 
     @classmethod
     def from_record(cls, value: bytes, timestamp_ms: int) -> Batch:
@@ -116,6 +117,7 @@ class Batch:
             evse_ids=tuple(str(e) for e in d["evse_ids"]),
             power_kw=tuple(float(p) for p in d["power_kw"]),
             failsafe_kw=tuple(float(p) for p in d["failsafe_kw"]),
+            source_ts=_ts(d["source_ts"]) if d.get("source_ts") else None,
         )
 
 

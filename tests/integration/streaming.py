@@ -1,4 +1,9 @@
-"""Helpers for the streaming tests: topics, replicas as real ``gridflex serve`` processes."""
+"""Helpers for the streaming tests: topics, replicas as real ``gridflex serve`` processes.
+
+Waiting is always for a condition with a deadline (:func:`tests.conftest.wait_until`);
+batches are read by the independent :class:`~tests.integration.checker.SetpointChecker`,
+which also checks every cap over them.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +24,15 @@ from pathlib import Path
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
-from aggregator.messages import SessionStarted, SetpointBatch, decode_setpoints, encode
+from aggregator.messages import (
+    FrequencySample,
+    SessionStarted,
+    SetpointBatch,
+    decode_setpoints,
+    encode,
+)
+from tests.conftest import wait_until
+from tests.integration.checker import Batch, CapModel, SetpointChecker
 
 TOPOLOGY = """
 feeders:
@@ -34,6 +47,7 @@ SITE_FEEDER = {"s1": "f1", "s2": "f1", "s3": "f2"}
 SITE_CAP = {"s1": 40.0, "s2": 30.0, "s3": 50.0}
 FEEDER_CAP = {"f1": 60.0, "f2": 80.0}
 NAMES = ("telemetry", "grid-signals", "frequency", "setpoints", "state", "deadletter")
+CLIENTS = ("confluent", "kafka-python")
 
 
 def free_port() -> int:
@@ -104,11 +118,14 @@ class Replica:
         group: str,
         log: Path,
         extra_env: dict[str, str] | None = None,
+        client: str | None = None,
     ) -> None:
         self.port = free_port()
         self.log = log
         self._fh = log.open("w")
         env = streams.env(topology, group, self.port)
+        if client is not None:
+            env["GRIDFLEX_KAFKA__CLIENT"] = client
         env.update(extra_env or {})
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from adapters.cli.main import main; main()", "serve"],
@@ -130,15 +147,31 @@ class Replica:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
             return str(r.read().decode())
 
-    def wait_ready(self, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+    def tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]
+
+    def wait_ready(self, timeout_s: float = 90.0) -> None:
+        def ready() -> bool:
             if self.proc.poll() is not None:
-                raise AssertionError(f"replica exited: {self.log.read_text()[-3000:]}")
-            if self.get("/readyz") == 200:
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"replica not ready: {self.log.read_text()[-3000:]}")
+                raise AssertionError(f"replica exited ({self.proc.returncode}):\n{self.tail()}")
+            return self.get("/readyz") == 200
+
+        wait_until(ready, timeout_s, f"replica on :{self.port} ready", detail=self.tail)
+
+    def counter(self, name: str, label: str = "") -> float:
+        """A sample of the replica's /metrics, e.g. ``messages_in_total`` with a topic label."""
+        prefix = f"gridflex_{name}{{{label}}} " if label else f"gridflex_{name} "
+        try:
+            text = self.metrics()
+        except OSError:
+            return 0.0
+        for line in text.splitlines():
+            if line.startswith(prefix):
+                return float(line[len(prefix) :])
+        return 0.0
+
+    def consumed(self, topic: str) -> float:
+        return self.counter("messages_in_total", f'topic="{topic}"')
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -188,6 +221,7 @@ def now() -> datetime:
 
 
 def read_batches(consumer: KafkaConsumer, seconds: float) -> list[SetpointBatch]:
+    """Every batch the consumer receives within ``seconds`` (a time-boxed read)."""
     out: list[SetpointBatch] = []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -196,7 +230,55 @@ def read_batches(consumer: KafkaConsumer, seconds: float) -> list[SetpointBatch]
     return out
 
 
-def sums(batches: list[SetpointBatch]) -> tuple[dict[str, float], dict[str, float]]:
+def answer(
+    streams: Streams,
+    checker: SetpointChecker,
+    csms: set[str],
+    *,
+    hz: float = 50.0,
+    timeout_s: float = 30.0,
+    detail: object = None,
+) -> list[Batch]:
+    """Send one frequency sample and wait until a batch per CSMS in ``csms`` answers it
+    (same ``source_ts``); re-sends every 2 s (a replica drops samples while not ready)."""
+    prod = streams.producer()
+    state: dict[str, datetime] = {}
+
+    def resend() -> None:
+        sample = FrequencySample(ts=now(), hz=hz)
+        send(prod, streams.topic("frequency"), None, sample)
+        prod.flush()
+        state["ts"] = sample.ts
+        state["at"] = datetime.now(UTC)
+
+    def answered() -> list[Batch] | None:
+        if datetime.now(UTC) - state["at"] > timedelta(seconds=2):
+            resend()
+        got = [b for b in checker.received() if b.source_ts == state["ts"]]
+        return got if {b.csms_id for b in got} >= csms else None
+
+    resend()
+    try:
+        tail = detail if callable(detail) else None
+        return wait_until(
+            answered, timeout_s, f"batches of {sorted(csms)} answering a sample", detail=tail
+        )
+    finally:
+        prod.close()
+
+
+def cap_model(evses: int = 30) -> CapModel:
+    """The :data:`TOPOLOGY` grid for the checker (EVSE ``eNN`` on site ``SITE_OF``)."""
+    return CapModel(
+        site_feeder=SITE_FEEDER,
+        site_cap_kw=SITE_CAP,
+        feeder_cap_kw=FEEDER_CAP,
+        evse_site={e: s for e, s in SITE_OF.items() if int(e[1:]) < evses},
+        evse_max_kw=dict.fromkeys(SITE_OF, 11.0),
+    )
+
+
+def sums(batches: list[SetpointBatch] | list[Batch]) -> tuple[dict[str, float], dict[str, float]]:
     """Site and feeder sums of the latest setpoint of every EVSE in ``batches``."""
     latest: dict[str, float] = {}
     for b in batches:

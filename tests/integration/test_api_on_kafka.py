@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,18 +11,20 @@ import httpx
 import pytest
 
 from adapters.dso.audit import verify
+from tests.conftest import wait_until
+from tests.integration.checker import SetpointChecker
 from tests.integration.streaming import (
     TOPOLOGY,
     Replica,
     Streams,
+    answer,
     free_port,
     now,
-    read_batches,
     sums,
 )
-from tests.integration.test_stream import frequency, start_sessions
+from tests.integration.test_stream import N, consumed_at_least, start_sessions
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 TOKEN = "dso-a-secret-token"
 
 
@@ -32,6 +33,7 @@ def test_rest_limit_is_published_applied_and_cancelled(
 ) -> None:
     streams = Streams(kafka_bootstrap)
     streams.create()
+    checker = SetpointChecker(streams.bootstrap, streams.topic("setpoints")).start()
     topo = tmp_path / "topology.yaml"
     topo.write_text(TOPOLOGY)
     api_port = free_port()
@@ -57,7 +59,7 @@ def test_rest_limit_is_published_applied_and_cancelled(
     try:
         replica.wait_ready()
         start_sessions(streams)
-        time.sleep(2)
+        consumed_at_least(replica, streams.topic("telemetry"), N)
         base = f"http://127.0.0.1:{api_port}"
         auth = {"Authorization": f"Bearer {TOKEN}"}
         t = now()
@@ -82,18 +84,25 @@ def test_rest_limit_is_published_applied_and_cancelled(
             == 403
         )
         assert httpx.get(f"{base}/v1/limits").status_code == 401
-        time.sleep(2)  # the replica consumes the signal and re-plans
-        consumer = streams.consumer("setpoints")
-        frequency(streams, 50.0, count=3)
-        batches = [b for b in read_batches(consumer, 4) if b.issued_at > t]
+        consumed_at_least(replica, streams.topic("grid-signals"), 1)
+        batches = answer(streams, checker, {"csms-f1", "csms-f2"}, detail=replica.tail)
         _, feeder = sums(batches)
         assert batches and feeder["f1"] <= 7.5 + 1e-6
         signals = streams.consumer("grid-signals")
-        recs = [x for rs in signals.poll(timeout_ms=3000).values() for x in rs]
+        recs: list = []
+        wait_until(
+            lambda: (
+                recs.extend(x for rs in signals.poll(timeout_ms=300).values() for x in rs) or recs
+            ),
+            30,
+            "the limit on the grid-signals topic",
+        )
+        recs.extend(x for rs in signals.poll(timeout_ms=500).values() for x in rs)
         assert [x.key for x in recs] == [b"f1"]  # published once, keyed by the feeder
         assert httpx.delete(f"{base}/v1/limits/rest-1", headers=auth).status_code == 204
         lines = (tmp_path / "audit.jsonl").read_text().splitlines()
         assert [json.loads(x)["kind"] for x in lines] == ["limit.received", "limit.cancelled"]
         assert verify(tmp_path / "audit.jsonl") == []
     finally:
+        checker.stop()
         assert replica.stop() == 0
