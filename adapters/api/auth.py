@@ -10,7 +10,8 @@ Scopes:
 
 * ``limits:read`` — ``GET /v1/limits`` and ``GET /v1/limits/{event_id}``;
 * ``limits:write`` — ``POST /v1/limits`` and ``DELETE /v1/limits/{event_id}``;
-* ``grid:read`` — ``GET /v1/sites``, ``GET /v1/feeders/{id}``, ``GET /v1/flexibility``.
+* ``grid:read`` — ``GET /v1/sites``, ``GET /v1/feeders/{id}``, ``GET /v1/flexibility``;
+* ``telemetry:write`` — ``POST /v1/telemetry`` (embedded mode: telemetry for the service).
 
 The :class:`TokenRegistry` keeps only the SHA-256 (hex) of each token, never the token,
 and compares digests with :func:`hmac.compare_digest` against every entry (no early
@@ -39,10 +40,12 @@ __all__ = [
     "LIMITS_READ",
     "LIMITS_WRITE",
     "SCOPES",
+    "TELEMETRY_WRITE",
     "GridReader",
     "LimitsReader",
     "LimitsWriter",
     "Principal",
+    "TelemetryWriter",
     "TokenRegistry",
     "authenticate",
     "current_principal",
@@ -55,7 +58,8 @@ __all__ = [
 LIMITS_READ: Final = "limits:read"
 LIMITS_WRITE: Final = "limits:write"
 GRID_READ: Final = "grid:read"
-SCOPES: Final = frozenset({LIMITS_READ, LIMITS_WRITE, GRID_READ})
+TELEMETRY_WRITE: Final = "telemetry:write"
+SCOPES: Final = frozenset({LIMITS_READ, LIMITS_WRITE, GRID_READ, TELEMETRY_WRITE})
 ALL_AREAS: Final = "*"
 
 _HEX: Final = frozenset("0123456789abcdef")
@@ -236,3 +240,4 @@ def _scoped(scope: str) -> Callable[[Principal], Principal]:
 LimitsReader = Annotated[Principal, Depends(_scoped(LIMITS_READ))]
 LimitsWriter = Annotated[Principal, Depends(_scoped(LIMITS_WRITE))]
 GridReader = Annotated[Principal, Depends(_scoped(GRID_READ))]
+TelemetryWriter = Annotated[Principal, Depends(_scoped(TELEMETRY_WRITE))]

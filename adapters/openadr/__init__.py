@@ -30,7 +30,7 @@ from adapters.openadr.mapping import (
     limit_event_id,
     price_series,
 )
-from adapters.openadr.ven import OpenAdrVen, OptDecision, VenStatus
+from adapters.openadr.ven import OpenAdrVen, OptDecision, VenStatus, export_ven_metrics
 
 __all__ = [
     "Feasibility",
@@ -44,6 +44,7 @@ __all__ = [
     "decide_opt",
     "event_to_limits",
     "event_to_prices",
+    "export_ven_metrics",
     "limit_event_id",
     "price_series",
 ]

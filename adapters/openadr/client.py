@@ -35,6 +35,7 @@ __all__ = [
     "ErrorCapture",
     "close",
     "power_real",
+    "response_status",
     "thread_safe_signature_checks",
     "until_stopped",
 ]
@@ -65,15 +66,70 @@ class ErrorCapture(logging.Handler):
         return " | ".join(self.messages) or None
 
 
+def response_status(message_type: str | None, payload: Any) -> int | None:
+    """The OpenADR status of a VTN answer: its ``response_code`` (200 = OK), 200 for an
+    answer without one, ``None`` for no usable answer (HTTP error, bad XML or signature)."""
+    if message_type is None or not isinstance(payload, dict):
+        return None
+    response = payload.get("response")
+    if isinstance(response, dict) and "response_code" in response:
+        try:
+            return int(response["response_code"])
+        except (TypeError, ValueError):
+            return None
+    return 200
+
+
 class Client(OpenADRClient):  # type: ignore[misc, unused-ignore]
-    """openleadr's client, with gridflex's poll interval when one is configured."""
+    """openleadr's client, truthful about its registration, with gridflex's poll interval.
+
+    openleadr 0.5.36 keeps a registration id that ``oadrQueryRegistration`` returned even
+    when ``oadrCreatePartyRegistration`` is answered with an error status (e.g. 463), and
+    treats an error status on a poll as "nothing new": a VTN that refuses every message
+    leaves it "registered". Here a registration holds only after a 200 answer with a
+    registration id, and ``max_failed_exchanges`` consecutive exchanges without a 200
+    (error status, HTTP error, bad signature) drop it, so the VEN starts over.
+    """
 
     poll_override: timedelta | None = None
+    max_failed_exchanges: int = 3
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.failed_exchanges = 0
+        self.last_status: int | None = None
 
     async def create_party_registration(self, *args: Any, **kwargs: Any) -> Any:
         result = await super().create_party_registration(*args, **kwargs)
+        ok = (
+            isinstance(result, tuple)
+            and len(result) == 2
+            and response_status(result[0], result[1]) == 200
+        )
+        if not ok:
+            self.registration_id = None  # refused: whatever a query said before
         if self.registration_id and self.poll_override is not None:
             self.poll_frequency = self.poll_override
+        return result
+
+    async def _perform_request(self, service: str, message: Any) -> Any:
+        result = await super()._perform_request(service, message)
+        message_type, payload = result if isinstance(result, tuple) else (None, None)
+        status = response_status(message_type, payload)
+        self.last_status = status
+        if status == 200:
+            self.failed_exchanges = 0
+        else:
+            self.failed_exchanges += 1
+            if self.registration_id and self.failed_exchanges >= self.max_failed_exchanges:
+                log.warning(
+                    "openadr: %d exchanges in a row without an OK answer (last status %s); "
+                    "registration %s counts as lost",
+                    self.failed_exchanges,
+                    status,
+                    self.registration_id,
+                )
+                self.registration_id = None
         return result
 
 

@@ -68,7 +68,13 @@ class OpenAdrConfig(BaseModel):
     report_interval_s: Annotated[float, Field(gt=0.0, le=86_400.0)] = 60.0
     """Sampling (and reporting) interval offered for TELEMETRY_USAGE."""
     registration_retry_s: Annotated[float, Field(gt=0.0)] | None = 30.0
-    """Wait before registering again after a failure; ``None``: try once."""
+    """Wait before registering again after a failure; ``None``: try once. Doubles after
+    each consecutive failure, up to ``registration_backoff_max_s``."""
+    registration_backoff_max_s: Annotated[float, Field(gt=0.0)] = 300.0
+    """Longest wait between registration attempts (exponential backoff cap)."""
+    max_failed_exchanges: Annotated[int, Field(ge=1, le=100)] = 3
+    """Consecutive exchanges the VTN answers with an error status (or not at all) after
+    which a registration counts as lost and is started over."""
     cert: Path | None = None
     """PEM client certificate: TLS client auth and XML signatures of outgoing messages."""
     key: Path | None = None

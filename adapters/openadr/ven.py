@@ -26,10 +26,20 @@ Rules the VEN keeps:
 * openleadr checks XML signatures with one shared signxml verifier that is not
   thread-safe; :meth:`OpenAdrVen.start` swaps in a verifier per call, process-wide
   (:mod:`adapters.openadr.client`).
+* Registration state is truthful: the VEN counts as registered only after the VTN
+  answered ``oadrCreatePartyRegistration`` with status 200 and a registration id, and
+  while its exchanges keep getting OK answers — ``max_failed_exchanges`` answers in a
+  row with an error status (e.g. 463), or none, drop it (:class:`~adapters.openadr.client.Client`).
+  ``gridflex serve`` shows it in ``/readyz`` (not ready while unregistered) and in the
+  metrics ``gridflex_openadr_registered``, ``gridflex_openadr_registration_attempts`` and
+  ``gridflex_openadr_registration_failures`` (:func:`export_ven_metrics`).
 * A failed registration (TLS refused, wrong VTN fingerprint, VTN said no) publishes
-  nothing; it is retried every ``registration_retry_s`` with a fresh client, and
+  nothing; it is retried with a fresh client after ``registration_retry_s``, doubling
+  after each consecutive failure up to ``registration_backoff_max_s``, and
   :meth:`OpenAdrVen.status` tells why it failed (openleadr's own warning text). A
-  registration lost later (VTN cancelled it, re-registration failed) starts over at once.
+  registration lost later (VTN cancelled it, errors on every exchange) starts over at once.
+* Limits go to ``publish`` — in ``gridflex serve`` the DSO intake, which validates,
+  publishes and audits each limit once; the VEN itself audits only its opt decisions.
 """
 
 from __future__ import annotations
@@ -45,8 +55,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from openleadr import enums  # type: ignore[import-untyped, unused-ignore]
+from prometheus_client import CollectorRegistry, Gauge
 
-from adapters.dso.audit import AuditLog, limit_cancelled, limit_received
+from adapters.dso.audit import AuditLog
 from adapters.openadr.client import (
     Client,
     ErrorCapture,
@@ -68,7 +79,7 @@ from aggregator.errors import ConfigError, InvalidInput, Issue
 from aggregator.interfaces import Clock
 from aggregator.messages import DsoLimitCancel, DsoLimitMessage
 
-__all__ = ["OpenAdrVen", "OptDecision", "VenStatus"]
+__all__ = ["OpenAdrVen", "OptDecision", "VenStatus", "export_ven_metrics", "retry_delay_s"]
 
 log = logging.getLogger("gridflex.openadr")
 
@@ -102,6 +113,29 @@ class VenStatus:
     attempts: int
     last_error: str | None
     events: int
+    failures: int = 0  # consecutive failed registrations (resets when registered)
+
+
+def retry_delay_s(first_s: float, failures: int, max_s: float) -> float:
+    """Exponential backoff: ``first_s`` after one failure, doubling, at most ``max_s``."""
+    return float(min(max_s, first_s * 2.0 ** max(0, min(failures, 64) - 1)))
+
+
+def export_ven_metrics(ven: OpenAdrVen, registry: CollectorRegistry) -> None:
+    """Registration state as metrics, read at each scrape."""
+    Gauge(
+        "gridflex_openadr_registered", "1 while registered with the VTN", registry=registry
+    ).set_function(lambda: float(ven.status().registered))
+    Gauge(
+        "gridflex_openadr_registration_attempts",
+        "Registration attempts since start",
+        registry=registry,
+    ).set_function(lambda: float(ven.status().attempts))
+    Gauge(
+        "gridflex_openadr_registration_failures",
+        "Failed registrations in a row",
+        registry=registry,
+    ).set_function(lambda: float(ven.status().failures))
 
 
 class _SystemClock:
@@ -115,6 +149,7 @@ class _State:
     decisions: dict[str, OptDecision] = field(default_factory=dict)
     attempts: int = 0
     events: int = 0
+    failures: int = 0
 
 
 class OpenAdrVen:
@@ -185,6 +220,7 @@ class OpenAdrVen:
         reg_id = getattr(client, "registration_id", None)
         with self._lock:
             attempts, events = self._state.attempts, self._state.events
+            failures = self._state.failures
         return VenStatus(
             running=self._thread is not None and self._thread.is_alive(),
             registered=bool(reg_id) and self._registered.is_set(),
@@ -193,6 +229,7 @@ class OpenAdrVen:
             attempts=attempts,
             last_error=self._capture.text or self._failure,
             events=events,
+            failures=failures,
         )
 
     @property
@@ -243,6 +280,8 @@ class OpenAdrVen:
                 log.info("openadr: registered as %s (%s)", client.ven_id, client.registration_id)
                 self._capture.messages = []
                 self._failure = None
+                with self._lock:
+                    self._state.failures = 0
                 self._registered.set()
                 while client.registration_id and not stop.is_set():
                     with contextlib.suppress(TimeoutError):
@@ -256,13 +295,23 @@ class OpenAdrVen:
                 await close(client)
                 continue
             self._failure = self._capture.text or "registration failed"
-            log.warning("openadr: registration failed: %s", self._failure)
+            with self._lock:
+                self._state.failures += 1
+                failures = self._state.failures
             await close(client)
             if retry is None:
+                log.warning("openadr: registration failed: %s", self._failure)
                 await stop.wait()
                 break
+            wait_s = retry_delay_s(retry, failures, self.config.registration_backoff_max_s)
+            log.warning(
+                "openadr: registration failed (%d in a row), next attempt in %.0f s: %s",
+                failures,
+                wait_s,
+                self._failure,
+            )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), retry)
+                await asyncio.wait_for(stop.wait(), wait_s)
         await close(self._client)
 
     def _new_client(self) -> Any:
@@ -279,6 +328,7 @@ class OpenAdrVen:
             ven_id=c.ven_id,
             check_hostname=c.check_hostname,
         )
+        client.max_failed_exchanges = c.max_failed_exchanges
         if c.poll_interval_s is not None:
             client.poll_override = timedelta(seconds=c.poll_interval_s)
         client.add_handler("on_event", self.handle_event)
@@ -396,22 +446,14 @@ class OpenAdrVen:
     def _send(
         self, msg: DsoLimitMessage | DsoLimitCancel, now: datetime, *, known: bool
     ) -> str | None:
+        """Hand one message to ``publish`` (the DSO intake, which validates, publishes and
+        audits it once); the rejection reason or ``None``."""
         try:
             why = self._publish(msg)
         except Exception as exc:
             log.exception("openadr: publish failed for %s", msg.event_id)
             return f"publish failed: {type(exc).__name__}: {exc}"
-        if why:
-            return str(why)
-        if self._audit is not None:
-            try:
-                if isinstance(msg, DsoLimitMessage):
-                    limit_received(self._audit, msg.to_domain(), now)
-                else:
-                    limit_cancelled(self._audit, msg.event_id, now, source=msg.source, found=known)
-            except (InvalidInput, OSError, ValueError):
-                log.exception("openadr: audit append failed for %s", msg.event_id)
-        return None
+        return str(why) if why else None
 
     def _audit_decision(self, d: OptDecision) -> None:
         if self._audit is None:

@@ -1,80 +1,110 @@
-"""Wiring the DSO interfaces (REST API, later OpenADR) to a running service replica.
+"""Wiring the DSO interfaces (REST API, OpenADR VEN) and telemetry to a running replica.
 
-The API answers on its own threads; the service is single-threaded. Limits a DSO sends
-are therefore handed over, never applied from an API thread:
+The API and the VEN answer on their own threads; the service is single-threaded. Every DSO
+limit goes through the one DSO intake (:class:`~adapters.dso.intake.LimitIntake`), whose
+``publish(key, message)`` hands it over, never applying it from a foreign thread:
 
-* on Kafka they are produced to the grid-signals topic, keyed by the target's feeder, so
-  the replica that owns the feeder applies them (and they survive a restart);
-* on the in-process bus they go into a queue the service loop drains each turn.
+* on Kafka (:func:`kafka_publisher`) it is produced to the grid-signals topic keyed by the
+  target's feeder, so the replica that owns the feeder applies it (and it survives a
+  restart: :func:`adapters.dso.replay.replay_grid_signals` rebuilds the intake's book);
+* embedded, it goes into a :class:`BusInbox` that the service loop moves onto its
+  in-process bus each turn, beside the telemetry ``POST /v1/telemetry`` takes.
 
 Read views (sites, flexibility) read the service's latest plan, an immutable object.
+The audit log gets each limit once, from the intake; the service's own audit entries
+(:func:`audit_events`) are fallbacks and rejections, never a second ``limit.*`` entry.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import queue
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import structlog
+from prometheus_client import CollectorRegistry
 
-from adapters.api.app import ApiContext, create_app, serve_api, stop_api
+from adapters.api.app import ApiContext, create_app
 from adapters.api.auth import TokenRegistry
-from adapters.dso.audit import AuditLog
+from adapters.api.server import api_port, serve_api, stop_api
+from adapters.api.telemetry import TelemetryIngest
+from adapters.dso.audit import AuditLog, export_head
+from adapters.dso.audit_sink import AuditSink
+from adapters.dso.intake import LimitIntake, Publish, Signal
 from adapters.serve.settings import ApiSettings
-from aggregator.interfaces import Clock
-from aggregator.messages import DsoLimitCancel, DsoLimitMessage, GridSignal, encode
+from aggregator.errors import InvalidInput, TransientIO
+from aggregator.interfaces import Clock, MessageBus
+from aggregator.messages import DsoLimitCancel, DsoLimitMessage, encode
 from aggregator.planning.request import PlanRequest
+from aggregator.service.events import EventSink
 from aggregator.service.replica import Service
 from aggregator.topology import Topology
 from markets.flexibility import fleet_flexibility_kw
 
+if TYPE_CHECKING:
+    from adapters.openadr import OpenAdrConfig, OpenAdrVen
+
 __all__ = [
     "ApiHandle",
+    "BusInbox",
     "PowerSnapshot",
     "PriceInbox",
-    "SignalQueue",
     "audit_events",
-    "feeder_key",
     "flexibility_view",
     "hosting_view",
+    "intake_publisher",
     "kafka_publisher",
+    "open_audit",
     "start_api",
-    "validated",
+    "start_ven",
+    "ven_ready",
 ]
 
-Signal = DsoLimitMessage | DsoLimitCancel
+_log = structlog.get_logger("gridflex.serve")
 
 
-def feeder_key(topology: Topology, msg: Signal) -> str:
-    """The record key of a grid signal: the feeder its target lies on."""
-    if isinstance(msg, DsoLimitCancel):
-        return "fleet"
-    if msg.target_type == "site":
-        site = topology.sites[topology.site_index[msg.target_id]]
-        return site.feeder_id
-    return msg.target_id
+class BusInbox:
+    """Records from foreign threads (API, VEN) for the in-process bus (embedded mode).
 
-
-class SignalQueue:
-    """Hands grid signals from API threads to the service loop (embedded mode)."""
+    ``put`` is thread-safe; :meth:`drain_into` runs on the service's loop and publishes
+    what arrived, in order, to the bus the loop polls.
+    """
 
     def __init__(self) -> None:
-        self._q: queue.Queue[Signal] = queue.Queue()
+        self._q: queue.Queue[tuple[str, str | None, bytes]] = queue.Queue()
 
-    def put(self, msg: Signal) -> None:
-        self._q.put(msg)
+    def put(self, topic: str, key: str | None, value: bytes) -> None:
+        self._q.put((topic, key, value))
 
-    def drain(self, service: Service) -> int:
+    def publisher(self, topic: str) -> Publish:
+        """An intake ``publish(key, message)`` onto ``topic``."""
+
+        def publish(key: str, msg: Signal) -> None:
+            self.put(topic, key, encode(msg))
+
+        return publish
+
+    def ingest(self, topic: str) -> TelemetryIngest:
+        """A ``POST /v1/telemetry`` ingest onto ``topic``."""
+
+        def take(records: Sequence[bytes]) -> None:
+            for raw in records:
+                self.put(topic, None, raw)
+
+        return take
+
+    def drain_into(self, bus: MessageBus) -> int:
         n = 0
         while True:
             try:
-                msg: GridSignal = self._q.get_nowait()
+                topic, key, value = self._q.get_nowait()
             except queue.Empty:
                 return n
-            service.on_grid_signal(msg)
+            bus.publish(topic, key, value)
             n += 1
 
 
@@ -127,25 +157,22 @@ class ApiHandle:
 def start_api(
     settings: ApiSettings,
     topology: Topology,
-    publish: Callable[[Signal], None],
+    intake: LimitIntake,
     service: Callable[[], Service | None],
     clock: Clock,
-    audit: AuditLog | None = None,
     hosting: Callable[[str], Mapping[str, Any]] | None = None,
+    telemetry: TelemetryIngest | None = None,
 ) -> ApiHandle:
     """Start the REST API beside the service loop; returns once it listens."""
-    entries = list(settings.tokens)
-    tokens = TokenRegistry.from_config(entries)
-    if audit is None and settings.audit_log is not None:
-        audit = AuditLog(settings.audit_log)
+    tokens = TokenRegistry.from_config(list(settings.tokens))
     ctx = ApiContext(
         topology=topology,
-        publish=publish,
+        intake=intake,
         tokens=tokens,
         clock=clock.now,
-        audit=audit,
         flexibility=lambda feeders: flexibility_view(service(), feeders),
         hosting=hosting,
+        telemetry=telemetry,
     )
     server, thread = serve_api(
         create_app(ctx),
@@ -155,35 +182,45 @@ def start_api(
         keyfile=settings.keyfile,
         client_ca=settings.client_ca,
     )
-    from adapters.api.app import api_port
-
     return ApiHandle(server, thread, api_port(server))
 
 
-def audit_events(log: AuditLog) -> Callable[[str, dict[str, object], datetime], None]:
-    """The service's event hook writing to a hash-chained audit log."""
-
-    def record(kind: str, payload: dict[str, object], at: datetime) -> None:
-        log.append(kind, payload, at, source="service")
-
-    return record
+def audit_events(log: AuditLog) -> EventSink:
+    """The service's event sink for the audit log: fallbacks and rejected limits (limits
+    received and cancelled are audited once, by the DSO intake)."""
+    return AuditSink(log)
 
 
-def kafka_publisher(producer: Any, topic: str, topology: Topology) -> Callable[[Signal], None]:
-    """Publish grid signals to Kafka, keyed by feeder, and wait until they are stored.
+def kafka_publisher(producer: Any, topic: str) -> Publish:
+    """The intake's ``publish(key, message)`` on Kafka: produce keyed by feeder and wait
+    until the broker has it (a failure raises, so the intake stores nothing)."""
 
-    A cancellation names only the event, so it goes to every feeder's key: the replica
-    that holds the limit drops it, the others ignore it (cancels are idempotent).
-    """
-    keys = sorted({f.feeder_id for f in topology.feeders} | {"fleet"})
-
-    def publish(msg: Signal) -> None:
-        targets = keys if isinstance(msg, DsoLimitCancel) else [feeder_key(topology, msg)]
-        for key in targets:
-            producer.send(topic, key=key.encode(), value=encode(msg))
+    def publish(key: str, msg: Signal) -> None:
+        producer.send(topic, key=key.encode(), value=encode(msg))
         producer.flush()
 
     return publish
+
+
+def intake_publisher(
+    intake: LimitIntake,
+) -> Callable[[DsoLimitMessage | DsoLimitCancel], str | None]:
+    """The OpenADR VEN's ``publish``: its translated messages into the intake; returns the
+    rejection reason (the VEN then opts out)."""
+
+    def send(msg: DsoLimitMessage | DsoLimitCancel) -> str | None:
+        try:
+            if isinstance(msg, DsoLimitCancel):
+                intake.cancel(msg.event_id, source=msg.source)
+            else:
+                intake.submit(msg.to_domain())
+        except InvalidInput as exc:
+            return "; ".join(f"{i.code}: {i}" for i in exc.issues)
+        except TransientIO as exc:
+            return str(exc)
+        return None
+
+    return send
 
 
 class PowerSnapshot:
@@ -209,22 +246,6 @@ class PowerSnapshot:
 
     def kw(self, target_id: str) -> float:
         return self._kw.get(target_id, 0.0)
-
-
-def validated(
-    topology: Topology, publish: Callable[[Signal], None]
-) -> Callable[[Signal], str | None]:
-    """Publish a grid signal after checking its target; returns the rejection reason."""
-
-    def send(msg: Signal) -> str | None:
-        if isinstance(msg, DsoLimitMessage):
-            issues = msg.to_domain().validate(topology)
-            if issues:
-                return "; ".join(map(str, issues))
-        publish(msg)
-        return None
-
-    return send
 
 
 class PriceInbox:
@@ -284,3 +305,36 @@ def hosting_view(
         return cache[key]
 
     return hosting
+
+
+def open_audit(path: Path | None, registry: CollectorRegistry) -> AuditLog | None:
+    """Open the audit log (its whole chain verified: :class:`InvalidInput` when broken),
+    export its head as a metric and log it."""
+    if path is None:
+        return None
+    audit = AuditLog(path)
+    export_head(audit, registry)
+    _log.info("audit_head", path=str(path), head=audit.head, entries=audit.next_seq)
+    return audit
+
+
+def start_ven(
+    config: OpenAdrConfig,
+    intake: LimitIntake,
+    power: PowerSnapshot,
+    prices: PriceInbox,
+    audit: AuditLog | None,
+    registry: CollectorRegistry,
+) -> OpenAdrVen:
+    """Start the OpenADR VEN feeding the intake, its registration state exported."""
+    from adapters.openadr import OpenAdrVen, export_ven_metrics
+
+    ven = OpenAdrVen(config, intake_publisher(intake), power.kw, audit=audit, on_prices=prices.put)
+    export_ven_metrics(ven, registry)
+    ven.start()
+    return ven
+
+
+def ven_ready(ven: OpenAdrVen | None) -> bool:
+    """Readiness as far as OpenADR goes: no VEN, or a VEN registered with its VTN."""
+    return ven is None or ven.status().registered

@@ -21,18 +21,11 @@ from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.api.app import (
-    ApiContext,
-    LimitStore,
-    api_port,
-    create_app,
-    export_openapi,
-    openapi_document,
-    serve_api,
-    stop_api,
-)
+from adapters.api.app import ApiContext, create_app
 from adapters.api.auth import Principal, TokenRegistry, hash_token
+from adapters.api.server import api_port, export_openapi, openapi_document, serve_api, stop_api
 from adapters.dso.audit import LIMIT_CANCELLED, LIMIT_RECEIVED, AuditLog, verify
+from adapters.dso.intake import LimitIntake
 from aggregator.errors import ConfigError
 from aggregator.messages import DsoLimitCancel, DsoLimitMessage
 from aggregator.topology import Feeder, Site, Topology
@@ -63,8 +56,9 @@ class Api:
     app: FastAPI
     client: TestClient
     published: list[DsoLimitMessage | DsoLimitCancel]
-    store: LimitStore
+    intake: LimitIntake
     now: list[datetime] = field(default_factory=lambda: [T0])
+    keys: list[str] = field(default_factory=list)
 
     def post(
         self, token: str | None, body: Mapping[str, Any], key: str | None = "auto"
@@ -100,19 +94,19 @@ def make_api(
     **extra: Any,
 ) -> Api:
     published: list[DsoLimitMessage | DsoLimitCancel] = []
+    keys: list[str] = []
     now = [T0]
-    store = LimitStore()
+
+    def record(key: str, msg: DsoLimitMessage | DsoLimitCancel) -> None:
+        (publish or published.append)(msg)
+        keys.append(key)
+
+    intake = LimitIntake(TOPOLOGY, record, audit=audit, clock=lambda: now[0])
     ctx = ApiContext(
-        TOPOLOGY,
-        publish or published.append,
-        TokenRegistry.from_tokens(TOKENS),
-        store=store,
-        clock=lambda: now[0],
-        audit=audit,
-        **extra,
+        TOPOLOGY, intake, TokenRegistry.from_tokens(TOKENS), clock=lambda: now[0], **extra
     )
     app = create_app(ctx)
-    return Api(app, TestClient(app), published, store, now)
+    return Api(app, TestClient(app), published, intake, now, keys)
 
 
 @pytest.fixture
@@ -315,20 +309,25 @@ def test_unknown_targets_are_422(api: Api) -> None:
     assert api.published == []
 
 
-def test_a_missing_idempotency_key_on_a_good_body_is_400(api: Api) -> None:
-    r = api.post("a-rw", limit(), key=None)
-    assert r.status_code == 400
-    assert "Idempotency-Key" in r.json()["detail"]
+def test_a_missing_idempotency_key_is_422_as_the_openapi_document_says(api: Api) -> None:
+    """Regression (issue 15.3): the document said optional while the API answered 400."""
+    found = problems(api.post("a-rw", limit(), key=None))
+    assert found == [("header.Idempotency-Key", "required")]
     assert problems(api.post("a-all", limit(target_id="f9"), key=None)) == [
+        ("header.Idempotency-Key", "required"),
         ("target_id", "unknown feeder 'f9'"),
-        ("header.Idempotency-Key", "required on POST"),
     ]
     assert api.published == []
+    post = api.client.get("/openapi.json").json()["paths"]["/v1/limits"]["post"]
+    header = [p for p in post["parameters"] if p["name"] == "Idempotency-Key"]
+    assert header[0]["required"] is True
 
 
 def test_a_naive_active_at_is_422(api: Api) -> None:
     r = api.get("a-rw", "/v1/limits?active_at=2026-01-14T18:00:00")
-    assert problems(r) == [("query.active_at", "must be timezone-aware, not naive")]
+    assert problems(r) == [
+        ("query.active_at", "must be timezone-aware (ISO 8601 with 'Z' or an offset), not naive")
+    ]
 
 
 # ------------------------------------------------------------- writes and idempotency
@@ -351,7 +350,7 @@ def test_an_idempotent_retry_creates_one_limit_and_one_message(api: Api) -> None
         "feeder",
         "f1",
         220.0,
-        "rest",
+        "rest:dso-a",
     )
 
 
@@ -413,7 +412,8 @@ def test_delete_publishes_a_cancel(api: Api) -> None:
     assert api.ids("a-rw") == []
     cancel = api.published[-1]
     assert isinstance(cancel, DsoLimitCancel)
-    assert (cancel.event_id, cancel.source, cancel.ts) == ("e1", "rest", T0)
+    assert (cancel.event_id, cancel.source, cancel.ts) == ("e1", "rest:dso-a", T0)
+    assert api.keys[-1] == api.keys[0] == "f1"  # the cancel goes where the limit went
     replay = api.delete("a-rw", "e1", key="del-1")
     assert replay.status_code == 204
     assert replay.headers["Idempotent-Replayed"] == "true"
@@ -632,7 +632,7 @@ def test_openapi_is_served_and_the_exported_copy_is_current(api: Api, tmp_path: 
     served = api.client.get("/openapi.json").json()
     assert served == openapi_document()
     post = served["paths"]["/v1/limits"]["post"]
-    assert set(post["responses"]) >= {"200", "201", "400", "401", "403", "409", "422", "503"}
+    assert set(post["responses"]) >= {"200", "201", "401", "403", "409", "413", "422", "503"}
     assert served["components"]["schemas"]["Problems"]["properties"]["detail"]["type"] == "array"
     written = export_openapi(tmp_path / "openapi.json")
     text = written.read_text()

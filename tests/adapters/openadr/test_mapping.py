@@ -18,6 +18,7 @@ from openleadr.messaging import (  # type: ignore[import-untyped, unused-ignore]
 from pydantic import ValidationError
 
 from adapters.dso.audit import AuditLog, verify
+from adapters.dso.intake import LimitIntake
 from adapters.openadr import (
     OpenAdrConfig,
     OpenAdrTarget,
@@ -29,8 +30,10 @@ from adapters.openadr import (
     limit_event_id,
     price_series,
 )
+from adapters.serve.wiring import intake_publisher
 from aggregator.interfaces import ManualClock
 from aggregator.messages import DsoLimitCancel, DsoLimitMessage
+from aggregator.topology import Feeder, Site, Topology
 
 T0 = datetime(2026, 1, 14, 17, 0, tzinfo=UTC)
 NOW = T0 - timedelta(minutes=30)
@@ -536,16 +539,27 @@ def test_ven_opts_out_when_the_service_rejects_or_publishing_fails() -> None:
     assert v.handle_event({"event_descriptor": None}) == "optOut"  # never raises
 
 
-def test_ven_hands_prices_over_and_audits_limits_and_decisions(tmp_path: Path) -> None:
+def test_ven_hands_prices_over_and_audits_limits_once_through_the_intake(tmp_path: Path) -> None:
+    """Regression (issue 8.5): a limit from OpenADR was audited by the VEN and again by the
+    service; now the intake audits it once and the VEN audits only its decision."""
     got: list[PricePoint] = []
     with AuditLog(tmp_path / "audit.jsonl", fsync=False) as audit:
-        v = ven(Recorder(), audit=audit, on_prices=got.extend)
+        topology = Topology((Feeder("f1", 600.0),), (Site("s1", "f1", 150.0),))
+        intake = LimitIntake(topology, lambda key, msg: None, audit=audit, clock=lambda: NOW)
+        v = OpenAdrVen(
+            config(),
+            intake_publisher(intake),
+            measured_kw=lambda target: 0.0,
+            clock=ManualClock(NOW),
+            audit=audit,
+            on_prices=got.extend,
+        )
         ev = event(signal(values=(12.0,)), signal("ELECTRICITY_PRICE", "price", (0.3,)))
         assert v.handle_event(ev) == "optIn"
     assert [p.price_eur_per_mwh for p in got] == pytest.approx([300.0])
     lines = (tmp_path / "audit.jsonl").read_text().splitlines()
-    kinds = [json.loads(line)["kind"] for line in lines]
-    assert kinds == ["limit.received", "openadr.opt"]
+    kinds = [(json.loads(line)["kind"], json.loads(line)["source"]) for line in lines]
+    assert kinds == [("limit.received", "openadr"), ("openadr.opt", "openadr")]
     assert verify(tmp_path / "audit.jsonl") == []
 
 
@@ -564,6 +578,7 @@ def test_public_surface_of_the_openadr_adapter() -> None:
         "decide_opt",
         "event_to_limits",
         "event_to_prices",
+        "export_ven_metrics",
         "limit_event_id",
         "price_series",
     ]

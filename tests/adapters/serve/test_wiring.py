@@ -6,16 +6,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from adapters.dso.intake import LimitIntake
 from adapters.openadr import PricePoint
 from adapters.serve.wiring import (
+    BusInbox,
     PowerSnapshot,
     PriceInbox,
-    SignalQueue,
-    feeder_key,
+    intake_publisher,
     kafka_publisher,
-    validated,
 )
-from adapters.stream.inprocess import RecordingSink
+from adapters.stream.inprocess import InProcessBus, RecordingSink
 from aggregator.interfaces import ManualClock, Record, Topics
 from aggregator.messages import DsoLimitCancel, DsoLimitMessage, MeterValue, SessionStarted, encode
 from aggregator.service.replica import Service, ServiceConfig
@@ -43,48 +43,68 @@ def service() -> Service:
     return Service(TOPO, ServiceConfig(), clock=ManualClock(T0), sink=RecordingSink())
 
 
-def test_validated_rejects_unknown_targets_and_publishes_good_ones() -> None:
-    sent: list[object] = []
-    send = validated(TOPO, sent.append)
-    assert send(limit("site", "nowhere")) is not None
-    assert send(limit("feeder", "f1")) is None
-    assert send(DsoLimitCancel(ts=T0, event_id="x")) is None
-    assert len(sent) == 2
+def clock() -> datetime:
+    return T0
 
 
-def test_signal_queue_applies_on_the_loop() -> None:
+def test_the_ven_publisher_goes_through_the_intake() -> None:
+    sent: list[tuple[str, object]] = []
+    intake = LimitIntake(TOPO, lambda k, m: sent.append((k, m)), clock=clock)
+    send = intake_publisher(intake)
+    reason = send(limit("site", "nowhere"))
+    assert reason is not None and "unknown_site" in reason
+    assert send(limit("site", "s2")) is None
+    assert send(DsoLimitCancel(ts=T0, event_id="unknown")) is None  # nothing to cancel
+    assert send(DsoLimitCancel(ts=T0, event_id="e-s2")) is None
+    assert [(k, type(m).__name__) for k, m in sent] == [
+        ("f2", "DsoLimitMessage"),
+        ("f2", "DsoLimitCancel"),
+    ]
+
+
+def test_the_bus_inbox_applies_limits_and_telemetry_on_the_loop() -> None:
     svc = service()
-    q = SignalQueue()
-    q.put(limit("feeder", "f1", 7.0))
+    bus = InProcessBus()
+    inbox = BusInbox()
+    intake = LimitIntake(TOPO, inbox.publisher(svc.topics.grid_signals), clock=clock)
+    intake.submit(limit("feeder", "f1", 7.0).to_domain())
+    start = SessionStarted(
+        ts=T0,
+        feeder_id="f1",
+        site_id="s1",
+        evse_id="e1",
+        csms_id="csms",
+        session_id="x1",
+        departure=T0 + timedelta(hours=4),
+        energy_requested_kwh=10.0,
+        max_power_kw=11.0,
+    )
+    inbox.ingest(svc.topics.telemetry)([encode(start)])
     assert not svc.limits.limits  # nothing applied from the producer's thread
-    assert q.drain(svc) == 1
+    assert inbox.drain_into(bus) == 2
+    for rec in bus.poll():
+        assert svc.handle(rec) is None
     assert [lim.limit_kw for lim in svc.limits.limits] == [7.0]
 
 
-def test_feeder_keys_and_kafka_publisher_broadcast_cancels() -> None:
-    assert feeder_key(TOPO, limit("site", "s2")) == "f2"
-    assert feeder_key(TOPO, limit("feeder", "f1")) == "f1"
-
+def test_kafka_publisher_produces_under_the_intakes_key() -> None:
     class Producer:
         def __init__(self) -> None:
             self.sent: list[tuple[str, bytes]] = []
+            self.flushed = 0
 
         def send(self, topic: str, key: bytes, value: bytes) -> None:
             self.sent.append((topic, key))
 
         def flush(self) -> None:
-            return None
+            self.flushed += 1
 
     p = Producer()
-    publish = kafka_publisher(p, "signals", TOPO)
-    publish(limit("site", "s1"))
-    publish(DsoLimitCancel(ts=T0, event_id="e-s1"))
-    assert p.sent == [
-        ("signals", b"f1"),
-        ("signals", b"f1"),
-        ("signals", b"f2"),
-        ("signals", b"fleet"),
-    ]
+    intake = LimitIntake(TOPO, kafka_publisher(p, "signals"), clock=clock)
+    intake.submit(limit("site", "s1").to_domain())
+    intake.cancel("e-s1", source="rest")
+    assert p.sent == [("signals", b"f1"), ("signals", b"f1")]
+    assert p.flushed == 2
 
 
 def test_power_snapshot_sums_measured_power_by_site_feeder_and_fleet() -> None:
