@@ -16,18 +16,20 @@ from types import FrameType
 
 import structlog
 
-from adapters.dso.audit import AuditLog
+from adapters.dso.intake import LimitIntake
 from adapters.ops.health import HealthServer
 from adapters.ops.metrics import Metrics
 from adapters.serve.settings import ServeSettings, load_feeder_models, load_topology
 from adapters.serve.wiring import (
+    BusInbox,
     PowerSnapshot,
     PriceInbox,
-    SignalQueue,
     audit_events,
     hosting_view,
+    open_audit,
     start_api,
-    validated,
+    start_ven,
+    ven_ready,
 )
 from adapters.stream.inprocess import InProcessBus, RecordingSink, SystemClock
 from aggregator.errors import ConfigError, InvalidInput, raise_if_issues
@@ -77,7 +79,11 @@ def serve(settings: ServeSettings, stop: threading.Event | None = None) -> int:
         return 2
     metrics = Metrics()
     clock = SystemClock()
-    audit = AuditLog(settings.audit_log) if settings.audit_log is not None else None
+    try:  # the whole chain is verified: a broken one is refused, never continued
+        audit = open_audit(settings.audit_log, metrics.registry)
+    except InvalidInput as exc:
+        log.error("audit_log_refused", issues=[str(i) for i in exc.issues])
+        return 2
     events = audit_events(audit) if audit is not None else None
     if settings.kafka is not None:
         from adapters.stream.runner import StreamRunner
@@ -89,35 +95,30 @@ def serve(settings: ServeSettings, stop: threading.Event | None = None) -> int:
             settings.http_host,
             settings.http_port,
             metrics,
-            ready=lambda: runner.ready,
+            ready=lambda: runner.ready and ven_ready(ven),
             last_loop=lambda: runner.last_loop,
         )
+        ven = None
         http.start()
         api = None
-        if settings.api is not None:
+        intake = None
+        if settings.api is not None or settings.openadr is not None:
+            from adapters.dso.replay import replay_grid_signals
             from adapters.serve.wiring import kafka_publisher
 
-            publish = kafka_publisher(runner.producer, runner.topics.grid_signals, topology)
-            hosting = hosting_view(load_feeder_models(settings.topology), topology, clock)
-            api = start_api(
-                settings.api, topology, publish, lambda: runner.service, clock, audit, hosting
+            publish = kafka_publisher(runner.producer, runner.topics.grid_signals)
+            intake = LimitIntake(topology, publish, audit=audit, clock=clock.now)
+            replayed = replay_grid_signals(
+                settings.kafka.bootstrap, runner.topics.grid_signals, intake
             )
+            log.info("limits_replayed", records=replayed, in_force=len(intake.book))
+        if settings.api is not None and intake is not None:
+            hosting = hosting_view(load_feeder_models(settings.topology), topology, clock)
+            api = start_api(settings.api, topology, intake, lambda: runner.service, clock, hosting)
             log.info("api", port=api.port, mutual_tls=settings.api.client_ca is not None)
         power, prices = PowerSnapshot(), PriceInbox()
-        ven = None
-        if settings.openadr is not None:
-            from adapters.openadr import OpenAdrVen
-            from adapters.serve.wiring import kafka_publisher
-
-            to_kafka = kafka_publisher(runner.producer, runner.topics.grid_signals, topology)
-            ven = OpenAdrVen(
-                settings.openadr,
-                validated(topology, to_kafka),
-                power.kw,
-                audit=audit,
-                on_prices=prices.put,
-            )
-            ven.start()
+        if settings.openadr is not None and intake is not None:
+            ven = start_ven(settings.openadr, intake, power, prices, audit, metrics.registry)
             log.info("openadr_ven", vtn=settings.openadr.vtn_url)
         log.info(
             "serving",
@@ -141,45 +142,40 @@ def serve(settings: ServeSettings, stop: threading.Event | None = None) -> int:
                 api.stop()
             runner.close()
             http.stop()
-            log.info("stopped")
+            log.info("stopped", audit_head=audit.head if audit is not None else None)
         return 0
     bus = InProcessBus()
     svc = Service(topology, config, clock=clock, sink=RecordingSink(), events=events)
     last = [time.monotonic()]
+    ven = None
     http = HealthServer(
         settings.http_host,
         settings.http_port,
         metrics,
-        ready=lambda: True,
+        ready=lambda: ven_ready(ven),
         last_loop=lambda: last[0],
     )
     http.start()
     metrics.ready.set(1)
-    signals = SignalQueue()
+    inbox = BusInbox()  # API and VEN threads -> the in-process bus, drained by this loop
+    intake = LimitIntake(
+        topology, inbox.publisher(svc.topics.grid_signals), audit=audit, clock=clock.now
+    )
     api = None
     if settings.api is not None:
         hosting = hosting_view(load_feeder_models(settings.topology), topology, clock)
-        api = start_api(settings.api, topology, signals.put, lambda: svc, clock, audit, hosting)
+        telemetry = inbox.ingest(svc.topics.telemetry)
+        api = start_api(settings.api, topology, intake, lambda: svc, clock, hosting, telemetry)
         log.info("api", port=api.port, mutual_tls=settings.api.client_ca is not None)
     power, prices = PowerSnapshot(), PriceInbox()
-    ven = None
     if settings.openadr is not None:
-        from adapters.openadr import OpenAdrVen
-
-        ven = OpenAdrVen(
-            settings.openadr,
-            validated(topology, signals.put),
-            power.kw,
-            audit=audit,
-            on_prices=prices.put,
-        )
-        ven.start()
+        ven = start_ven(settings.openadr, intake, power, prices, audit, metrics.registry)
         log.info("openadr_ven", vtn=settings.openadr.vtn_url)
     log.info("serving", mode="embedded", http_port=http.port)
     try:
         while not stop.is_set():
             last[0] = time.monotonic()
-            signals.drain(svc)
+            inbox.drain_into(bus)
             prices.drain(svc)
             power.refresh(svc)
             for rec in bus.poll():
@@ -191,6 +187,7 @@ def serve(settings: ServeSettings, stop: threading.Event | None = None) -> int:
             ven.stop()
         if api is not None:
             api.stop()
+        svc.close()  # stops the plan worker
         http.stop()
-        log.info("stopped")
+        log.info("stopped", audit_head=audit.head if audit is not None else None)
     return 0
