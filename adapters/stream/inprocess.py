@@ -2,7 +2,8 @@
 
 * :class:`InProcessBus` — topics as append-only lists with offsets; each subscriber
   reads from its own position, like a Kafka consumer group of one.
-* :class:`RecordingSink` — keeps setpoint batches (tests, small demos).
+* :class:`RecordingSink` — keeps setpoint batches (its home is :mod:`adapters.csms`;
+  re-exported here for older imports).
 * :class:`InMemoryHistory` — keeps time-series points.
 * :class:`SystemClock` — the wall clock, UTC.
 
@@ -17,8 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from adapters.csms.recording import RecordingSink
 from aggregator.interfaces import Record
-from aggregator.messages import SetpointBatch
 
 __all__ = ["InMemoryHistory", "InProcessBus", "Point", "RecordingSink", "SystemClock"]
 
@@ -65,16 +66,6 @@ class InProcessBus:
         """Re-deliver ``topic`` from ``offset`` on the next polls."""
         self._position[topic] = offset
         self._order.extend((topic, o) for o in range(offset, len(self._log[topic])))
-
-
-class RecordingSink:
-    """Keeps every setpoint batch it is given."""
-
-    def __init__(self) -> None:
-        self.batches: list[SetpointBatch] = []
-
-    def publish(self, batch: SetpointBatch) -> None:
-        self.batches.append(batch)
 
 
 @dataclass(frozen=True, slots=True)

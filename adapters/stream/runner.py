@@ -1,97 +1,105 @@
-"""The service on a real Kafka cluster (kafka-python): ingest, feeder partitions, resync.
+"""One replica on Kafka: consume, apply, publish, commit — on the transport seam only.
 
-:class:`StreamRunner` drives one :class:`~aggregator.service.replica.Service` replica:
+:class:`StreamRunner` drives one :class:`~aggregator.service.replica.Service` through a
+:class:`~adapters.stream.transport.Transport` (confluent-kafka by default, kafka-python, or
+the in-memory fake): records are routed to typed calls (:mod:`adapters.stream.router`),
+bad ones dead-lettered with their reason, setpoint batches go out through
+:class:`~adapters.csms.kafka.KafkaSetpointSink`, session states through the coalescing
+:class:`~adapters.stream.state.StateWriter`. The runner never plans: it calls
+``service.tick()`` about once a second (the service takes finished plans from its worker).
 
-* a consumer in the group ``group_id`` over telemetry and grid signals; records are keyed
-  by feeder id, so each replica owns whole feeders — the feeders whose key hashes (Kafka's
-  murmur2, as the default partitioner) to its assigned partitions;
-* a group-less consumer over the frequency topic from its end: every replica applies its
-  own participation factors to the same signal (decentralised FCR);
-* an idempotent producer (``acks=all``) for setpoint batches (one record per CSMS per
-  cycle, keyed by CSMS id), the compacted state topic (latest session per EVSE, keyed by
-  EVSE id; a tombstone when the session ends) and the dead-letter topic (bad records
-  with the reason in a header; the stream never stops).
+**One cycle** (:meth:`StreamRunner.poll_once`): the frequency consumer first (the fast
+path: newest sample only, batches flushed at once); then the group consumer (telemetry and
+grid signals; rebalance callbacks run here); the due state writes; then, if anything was
+produced or consumed, ``flush`` and only after it ``commit`` of the offsets
+:meth:`~adapters.stream.state.StateWriter.committable` allows. An idle replica blocks up
+to ``poll_timeout_s`` (default 0.1 s) in the frequency poll instead of spinning.
 
-Offsets are committed manually, only after the effects of the records (setpoints, state,
-dead letters) are flushed to the broker. On partition assignment the replica builds a
-fresh service for the feeders it now owns, restores their sessions from the state topic,
-replays grid signals from the start (limits are idempotent by event id) and resumes
-telemetry from the committed offsets (idempotent too). On revocation it flushes, commits
-and stops publishing until the next assignment.
+**Ownership.** Records are keyed by feeder; a replica owns the feeders hashing to its
+telemetry partitions (same numbers of the grid-signals topic: eager ``range`` assignment).
+Every assignment builds a fresh service for the feeders now owned.
+
+**No batch before the limits are known** (takeover). After an assignment the gate in front
+of the setpoint sink is closed: the runner restores the owned sessions from the state
+topic, hands the leases still in force on the setpoints topic to the service
+(``seed_leases``, so EVSEs whose session ended are named at 0 kW until their old lease
+expires), takes the end offsets of the grid-signal partitions (which the transport
+replays from their beginning), and opens the gate — and asks the service to publish at once
+— only when the consumer's positions have reached those end offsets. If that has not
+happened before the leases in force run out (their earliest ``valid_until`` less a margin;
+half the setpoint validity when none is known), the gate passes **failsafe-safe** batches
+only: every setpoint lowered to its failsafe value (and that to the previous owner's
+failsafe value for the EVSE), until the catch-up completes.
+
+**Commit after effects.** Offsets are committed only after ``flush`` returned for the
+setpoints, dead letters and state records the consumed records caused, and never past a
+record whose state is still coalescing (see :mod:`adapters.stream.state`). On revocation
+the runner writes every pending state, flushes, commits and drops the service; on
+:meth:`close` the same, then closes the transport.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
 import structlog
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.partitioner.default import murmur2
-from pydantic import TypeAdapter
 
+from adapters.csms.kafka import KafkaSetpointSink
 from adapters.ops.metrics import Metrics
+from adapters.stream.gate import GatedSink
+from adapters.stream.router import Rejection, dead_letter_headers, route, route_frequency
 from adapters.stream.settings import KafkaSettings
-from aggregator.errors import InvalidInput
-from aggregator.fleet import SessionState
-from aggregator.interfaces import Clock, Record
-from aggregator.messages import SetpointBatch, encode
+from adapters.stream.state import (
+    StateWriter,
+    prior_failsafe_kw,
+    recent_batches,
+    restore_sessions,
+)
+from adapters.stream.topics import ensure_topics, feeder_partition, owned_topology
+from adapters.stream.transport import Message, TopicPartition, Transport
+from aggregator.errors import InvalidInput, TransientIO
+from aggregator.interfaces import Clock, SetpointSink
+from aggregator.service.events import EventSink, FanOut
+from aggregator.service.planrunner import EngineFactory, ProcessPlanRunner
 from aggregator.service.replica import Service, ServiceConfig
 from aggregator.topology import Topology
+from markets.activation import ReserveActivation
 
-__all__ = ["KafkaSetpointSink", "StreamRunner", "feeder_partition", "owned_topology"]
+__all__ = ["MakeService", "StreamRunner", "feeder_partition", "make_transport", "owned_topology"]
 
-_STATE = TypeAdapter(SessionState)
 log = structlog.get_logger("gridflex.kafka")
 
+MakeService = Callable[[Topology, SetpointSink, EventSink], Service]
+"""Builds the service for the owned part of the topology on the runner's sink and events."""
 
-def feeder_partition(feeder_id: str, partitions: int) -> int:
-    """The partition Kafka's default partitioner puts a record keyed ``feeder_id`` in."""
-    return int(murmur2(feeder_id.encode()) & 0x7FFFFFFF) % partitions
-
-
-def owned_topology(topology: Topology, partitions: int, owned: set[int]) -> Topology:
-    """The part of ``topology`` whose feeders hash to the ``owned`` partitions."""
-    feeders = tuple(
-        f for f in topology.feeders if feeder_partition(f.feeder_id, partitions) in owned
-    )
-    ids = {f.feeder_id for f in feeders}
-    sites = tuple(s for s in topology.sites if s.feeder_id in ids)
-    return Topology(feeders, sites, topology.fleet_limit_kw)
+_TICK_S = 1.0
+_LEASE_MARGIN_S = 5.0
 
 
-class KafkaSetpointSink:
-    """Publishes setpoint batches, one record per CSMS, keyed by CSMS id."""
+def make_transport(settings: KafkaSettings) -> Transport:
+    """The transport ``settings.client`` names (confluent-kafka unless told otherwise)."""
+    if settings.client == "kafka-python":
+        from adapters.stream.kafkapython import KafkaPythonTransport
 
-    def __init__(self, producer: KafkaProducer, topic: str, metrics: Metrics) -> None:
-        self.producer = producer
-        self.topic = topic
-        self.metrics = metrics
+        return KafkaPythonTransport(settings)
+    from adapters.stream.confluent import ConfluentTransport
 
-    def publish(self, batch: SetpointBatch) -> None:
-        self.producer.send(self.topic, key=batch.csms_id.encode(), value=encode(batch))
-        self.metrics.messages_out.labels(self.topic).inc()
+    return ConfluentTransport(settings)
 
 
-@dataclass
-class _Assignment:
-    partitions: int
-    owned: set[int]
+class _SendView:
+    """``send``/``flush`` on the transport, for publishers written for a producer object
+    (the DSO intake publishes grid signals through it from other threads)."""
 
+    def __init__(self, transport: Transport) -> None:
+        self._t = transport
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, runner: StreamRunner) -> None:
-        self.runner = runner
+    def send(self, topic: str, key: bytes | None = None, value: bytes | None = None) -> None:
+        self._t.produce(topic, key, value)
 
-    def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        self.runner._on_revoked(revoked)
-
-    def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        self.runner._on_assigned(assigned)
+    def flush(self, timeout: float | None = None) -> None:
+        self._t.flush(30.0 if timeout is None else timeout)
 
 
 class StreamRunner:
@@ -105,8 +113,9 @@ class StreamRunner:
         *,
         clock: Clock,
         metrics: Metrics,
-        make_service: Callable[[Topology], Service] | None = None,
-        events: Callable[[str, dict[str, object], datetime], None] | None = None,
+        make_service: MakeService | None = None,
+        events: EventSink | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self.topology = topology
         self.config = config
@@ -114,253 +123,251 @@ class StreamRunner:
         self.topics = kafka.topics()
         self.clock = clock
         self.metrics = metrics
+        self.transport = transport if transport is not None else make_transport(kafka)
+        created = ensure_topics(self.transport, kafka)
+        if created:
+            log.info("topics_created", topics=created)
+        self.producer = _SendView(self.transport)
+        self.gate = GatedSink(KafkaSetpointSink(self.transport, self.topics.setpoints, metrics))
+        self.state = StateWriter(
+            self.transport, self.topics.state, interval_s=kafka.state_interval_s
+        )
+        sinks: list[EventSink] = [self.state, metrics]
+        if events is not None:
+            sinks.append(events)
+        self.events = FanOut(sinks)
+        self._make_service = make_service
         self.service: Service | None = None
         self.ready = False
         self.last_loop = time.monotonic()
-        self._make_service = make_service
-        self._events = events
         self._last_tick = 0.0
         self._assigned: list[TopicPartition] | None = None
-        self._plans_seen = 0
-        self.producer = KafkaProducer(
-            bootstrap_servers=kafka.bootstrap,
-            client_id=f"{kafka.client_id}-producer",
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=0,
-            max_in_flight_requests_per_connection=5,
+        self._consumed: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._catchup: dict[TopicPartition, int] | None = None
+        self.catchup_deadline = 0.0  # monotonic s: failsafe-only batches after it
+        self.tick_s = _TICK_S
+        self._busy = False
+        self.transport.subscribe(
+            [self.topics.telemetry, self.topics.grid_signals],
+            replay=[self.topics.grid_signals],
+            on_assign=self._on_assigned,
+            on_revoke=self._on_revoked,
         )
-        self.sink = KafkaSetpointSink(self.producer, self.topics.setpoints, metrics)
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=kafka.bootstrap,
-            group_id=kafka.group_id,
-            client_id=kafka.client_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=kafka.session_timeout_ms,
-            heartbeat_interval_ms=kafka.heartbeat_interval_ms,
-            max_poll_records=kafka.max_poll_records,
-        )
-        self.consumer.subscribe(
-            [self.topics.telemetry, self.topics.grid_signals], listener=_Listener(self)
-        )
-        self.frequency = KafkaConsumer(
-            bootstrap_servers=kafka.bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            client_id=f"{kafka.client_id}-frequency",
-        )
-        fparts = self._partitions(self.frequency, self.topics.frequency)
-        tps = [TopicPartition(self.topics.frequency, p) for p in fparts]
-        self.frequency.assign(tps)
-        self.frequency.seek_to_end(*tps)
 
     # ----------------------------------------------------------------- rebalance
 
-    @staticmethod
-    def _partitions(consumer: KafkaConsumer, topic: str) -> list[int]:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            parts = consumer.partitions_for_topic(topic)
-            if parts:
-                return sorted(parts)
-            consumer.topics()  # refresh metadata (auto-creates the topic on a dev broker)
-            time.sleep(0.2)
-        raise InvalidInput(f"topic {topic!r} has no partitions (does it exist?)")
-
     def _on_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        # runs on kafka-python's IO thread: no blocking calls here. Every record polled so
-        # far was committed at the end of its cycle, so nothing is left to commit.
+        """Inside poll: write what is pending, flush, commit, stop publishing."""
         self.ready = False
         self.metrics.ready.set(0)
-        self.service = None  # stop publishing for the feeders we may lose
+        self.gate.close()
+        self.state.write_all()
+        try:
+            self.transport.flush()
+            self._commit()
+        except Exception as exc:  # the next owner replays from the last commit
+            log.warning("commit_on_revoke_failed", error=str(exc))
+        self._drop_service()
+        self.state.reset()
+        self._consumed.clear()
+        self._catchup = None
         log.info("partitions_revoked", partitions=[f"{p.topic}:{p.partition}" for p in revoked])
 
     def _on_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        # IO thread too: only note the assignment; poll_once rebuilds on the main thread
+        # inside poll: only note it; poll_once rebuilds before it applies any record
         self._assigned = list(assigned)
 
+    def _build(self, topo: Topology) -> Service:
+        if self._make_service is not None:
+            return self._make_service(topo, self.gate, self.events)
+        return Service(  # the planner in a worker process: this thread never plans
+            topo,
+            self.config,
+            clock=self.clock,
+            sink=self.gate,
+            topics=self.topics,
+            events=self.events,
+            activation=ReserveActivation(),
+            runner=ProcessPlanRunner(EngineFactory(self.config)),
+        )
+
+    def _drop_service(self) -> None:
+        svc, self.service = self.service, None
+        if svc is not None:
+            svc.close()  # stops its plan worker
+
     def _rebuild(self, assigned: list[TopicPartition]) -> None:
-        """A fresh service for the feeders now owned, restored from the state topic."""
-        n = len(self._partitions(self.consumer, self.topics.telemetry))
+        """A fresh service for the feeders now owned, restored, leases seeded, gate closed."""
+        self._drop_service()
+        self.gate.close()
+        self.state.reset()
+        self.metrics.sessions_reset()
+        self._consumed.clear()
+        self._committed.clear()
+        parts = self.transport.partitions(self.topics.telemetry) or []
         owned = {p.partition for p in assigned if p.topic == self.topics.telemetry}
-        topo = owned_topology(self.topology, n, owned)
+        topo = owned_topology(self.topology, len(parts), owned)
         svc: Service | None = None
-        restored = 0
+        restored = seeded = 0
+        lease_left_s = self.config.setpoint_validity_s / 2
         if topo.sites:  # a replica may own partitions no feeder hashes to: it idles, ready
-            if self._make_service is not None:
-                svc = self._make_service(topo)
-            else:
-                svc = Service(
-                    topo,
-                    self.config,
-                    clock=self.clock,
-                    sink=self.sink,
-                    topics=self.topics,
-                    events=self._events,
+            svc = self._build(topo)
+            sites = topo.site_index
+            for st in restore_sessions(self.transport, self.topics.state):
+                if st.site_id in sites:
+                    try:
+                        svc.fleet.restore(st)
+                    except InvalidInput:
+                        continue
+                    restored += 1
+                    self.metrics.session_restored(st.evse_id)
+            now = self.clock.now()
+            leases = recent_batches(
+                self.transport,
+                self.topics.setpoints,
+                {s.csms_id for s in topo.sites},
+                now,
+                self.config.setpoint_validity_s,
+            )
+            for b in leases:
+                lease_left_s = min(lease_left_s, (b.valid_until - now).total_seconds())
+                seeded += svc.seed_leases(
+                    b.csms_id, list(b.evse_ids), list(b.power_kw), b.valid_until
                 )
-            restored = self._restore(svc)
+            self.gate.prior_failsafe = prior_failsafe_kw(leases)
         signals = [p for p in assigned if p.topic == self.topics.grid_signals]
-        if signals:
-            self.consumer.seek_to_beginning(*signals)  # limits are idempotent by event id
+        ends = self.transport.end_offsets(signals)
+        begins = self.transport.beginning_offsets(signals)
+        self._catchup = {tp: e for tp, e in ends.items() if e > begins.get(tp, 0)}
+        self.catchup_deadline = time.monotonic() + max(1.0, lease_left_s - _LEASE_MARGIN_S)
         self.service = svc
-        self._plans_seen = 0
-        self.ready = True
-        self.metrics.ready.set(1)
-        feeders = [f.feeder_id for f in topo.feeders]
         log.info(
             "partitions_assigned",
             partitions=sorted(owned),
-            feeders=feeders,
+            feeders=[f.feeder_id for f in topo.feeders],
             restored_sessions=restored,
+            seeded_leases=seeded,
+            signals_to_read=sum(self._catchup.values()),
         )
 
-    def _restore(self, svc: Service) -> int:
-        """Sessions of the owned feeders from the compacted state topic."""
-        reader = KafkaConsumer(
-            bootstrap_servers=self.kafka.bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            client_id=f"{self.kafka.client_id}-resync",
-        )
-        try:
-            tps = [
-                TopicPartition(self.topics.state, p)
-                for p in self._partitions(reader, self.topics.state)
-            ]
-            reader.assign(tps)
-            reader.seek_to_beginning(*tps)
-            end = reader.end_offsets(tps)
-            latest: dict[str, bytes | None] = {}
-            while any(reader.position(tp) < end[tp] for tp in tps):
-                for records in reader.poll(timeout_ms=200).values():
-                    for r in records:
-                        latest[r.key.decode()] = r.value
-        finally:
-            reader.close()
-        sites = svc.topology.site_index
-        count = 0
-        for value in latest.values():
-            if value is None:
-                continue
-            try:
-                state = _STATE.validate_json(value)
-            except ValueError:
-                continue
-            if state.site_id in sites:
-                svc.fleet.restore(state)
-                count += 1
-        return count
+    def _check_catchup(self) -> None:
+        """Open the gate once the grid signals are read up to the assignment's end offsets."""
+        ends = self._catchup
+        if ends is None:
+            return
+        pos = self.transport.position(list(ends))
+        if all(pos.get(tp, 0) >= end for tp, end in ends.items()):
+            self._catchup = None
+            self.gate.open()
+            self.ready = True
+            self.metrics.ready.set(1)
+            svc = self.service
+            if svc is not None:  # publish at once: the feeders are back under control
+                svc.tick()
+                svc.dispatch(0.0)
+            log.info("caught_up", feeders=0 if svc is None else svc.topology.n_feeders)
+        elif not self.gate.failsafe_only and time.monotonic() >= self.catchup_deadline:
+            self.gate.to_failsafe_only()
+            if self.service is not None:  # keep the CSMSs under lease, at failsafe values
+                self.service.dispatch(0.0)
+            log.warning("catchup_slow_failsafe_only", behind={str(tp): e for tp, e in ends.items()})
 
     # ----------------------------------------------------------------- loop
 
-    def poll_once(self, timeout_ms: int = 5) -> int:
-        """One cycle: frequency first (fast path), then telemetry and grid signals."""
+    def poll_once(self, timeout_s: float | None = None) -> int:
+        """One cycle (see the module docstring); returns the records consumed."""
         self.last_loop = time.monotonic()
-        done = self._frequency()
-        batch = self.consumer.poll(
-            timeout_ms=0 if done else timeout_ms, max_records=self.kafka.max_poll_records
-        )
+        idle = self.kafka.poll_timeout_s if timeout_s is None else timeout_s
+        self._frequency(0.0 if self._busy else idle)
+        produced = False
+        batch = self.transport.poll(0.0, self.kafka.max_poll_records)
         if self._assigned is not None:
             assigned, self._assigned = self._assigned, None
             self._rebuild(assigned)
         svc = self.service
-        for tp, records in batch.items():
-            for r in records:
-                self.metrics.messages_in.labels(tp.topic).inc()
-                reason = (
-                    "not_ready"
-                    if svc is None
-                    else svc.handle(
-                        Record(
-                            tp.topic,
-                            r.key.decode() if r.key else None,
-                            r.value,
-                            r.offset,
-                            tp.partition,
-                        )
-                    )
-                )
-                if reason is not None:
-                    self._dead_letter(tp.topic, tp.partition, r, reason)
-                done += 1
-        if svc is not None:
-            now = time.monotonic()
-            if now - self._last_tick >= 1.0:
-                self._last_tick = now
-                svc.tick()
-                self.metrics.sessions.set(int(svc.fleet.active[: svc.fleet.n_slots].sum()))
-                for feeder, kw in svc.feeder_headroom_kw().items():
-                    self.metrics.headroom.labels(feeder).set(kw)
-            self._write_state(svc)
-            self._drain_history(svc)
-        if batch:
-            self.producer.flush()  # effects first ...
-            self.consumer.commit()  # ... then the offsets
-        return done
+        for m in batch:
+            self.metrics.consumed(m.topic)
+            self.state.position = (m.tp, m.offset)
+            rejection = route(svc, m, self.topics)
+            if rejection is not None:
+                self._dead_letter(m, rejection)
+                produced = True
+            self._consumed[m.tp] = m.offset + 1
+        self.state.position = None
+        self._busy = bool(batch)
+        if self._catchup is not None:
+            self._check_catchup()
+        if svc is not None and time.monotonic() - self._last_tick >= self.tick_s:
+            self._last_tick = time.monotonic()
+            svc.tick()
+            self.metrics.set_headroom(svc.feeder_headroom_kw())
+        produced = self.state.write_due() > 0 or produced
+        if produced or batch or self.gate.sent:
+            self.gate.sent = 0
+            self.transport.flush()  # effects first ...
+            self._commit()  # ... then the offsets
+        return len(batch)
 
-    def _frequency(self) -> int:
-        polled = self.frequency.poll(timeout_ms=0)
-        records = [r for rs in polled.values() for r in rs]
+    def _commit(self) -> None:
+        offsets = self.state.committable(self._consumed)
+        todo = {tp: o for tp, o in offsets.items() if self._committed.get(tp) != o}
+        if todo:
+            try:
+                self.transport.commit(todo)
+            except TransientIO as exc:  # e.g. a rebalance under way: replay covers it
+                log.warning("commit_failed", error=str(exc))
+                return
+            self._committed.update(todo)
+
+    def _frequency(self, timeout_s: float) -> None:
+        records = self.transport.poll_frequency(timeout_s)
         if not records:
-            return 0
-        self.metrics.messages_in.labels(self.topics.frequency).inc(len(records))
-        newest = max(records, key=lambda r: r.timestamp)  # stale samples are superseded
+            return
+        self.metrics.consumed(self.topics.frequency, len(records))
         svc = self.service
-        if svc is None:
-            return len(records)
+        if svc is None or not self.gate.is_open:
+            return
+        newest = max(records, key=lambda r: (r.timestamp_ms, r.offset))  # stale superseded
         t0 = time.perf_counter()
-        reason = svc.handle(Record(self.topics.frequency, None, newest.value, newest.offset))
-        if reason is not None:
-            self._dead_letter(self.topics.frequency, 0, newest, reason)
-        self.producer.flush()
+        rejection = route_frequency(svc, newest)
+        if rejection is not None:
+            self._dead_letter(newest, rejection)
+        self.transport.flush()
+        self.gate.sent = 0
         self.metrics.fast_loop.observe(time.perf_counter() - t0)
-        return len(records)
 
-    def _drain_history(self, svc: Service) -> None:
-        """New plan times into the ``plan_solve`` histogram (the service keeps a bounded
-        history of them; ``plans.solved`` counts every one)."""
-        new = svc.counters["plans.solved"] - self._plans_seen
-        if new > 0:
-            for seconds in list(svc.plan_s)[-new:]:
-                self.metrics.plan_solve.observe(seconds)
-        self._plans_seen = svc.counters["plans.solved"]
-
-    def _dead_letter(self, topic: str, partition: int, r: Any, reason: str) -> None:
-        self.metrics.rejected.labels(reason.split(":", 1)[0][:40]).inc()
-        headers = [
-            ("reason", reason.encode()[:1000]),
-            ("source-topic", topic.encode()),
-            ("source-partition", str(partition).encode()),
-            ("source-offset", str(r.offset).encode()),
-        ]
-        self.producer.send(self.topics.deadletter, key=r.key, value=r.value, headers=headers)
+    def _dead_letter(self, m: Message, rejection: Rejection) -> None:
+        self.metrics.rejected.labels(rejection.code[:40]).inc()
+        self.transport.produce(
+            self.topics.deadletter, m.key, m.value, dead_letter_headers(m, rejection)
+        )
         self.metrics.messages_out.labels(self.topics.deadletter).inc()
         log.info(
             "record_rejected",
-            topic=topic,
-            partition=partition,
-            offset=r.offset,
-            reason=reason[:200],
+            topic=m.topic,
+            partition=m.partition,
+            offset=m.offset,
+            reason=rejection.reason[:200],
         )
 
-    def _write_state(self, svc: Service) -> None:
-        if not svc.changed_evses:
-            return
-        for evse in svc.changed_evses:
-            state = svc.fleet.session_state(evse)
-            value = None if state is None else _STATE.dump_json(state)
-            self.producer.send(self.topics.state, key=evse.encode(), value=value)
-        self.metrics.messages_out.labels(self.topics.state).inc(len(svc.changed_evses))
-        svc.changed_evses.clear()
+    def run_until(self, stop: Callable[[], bool]) -> None:
+        """Cycle until ``stop()`` is true (tests, benchmarks)."""
+        while not stop():
+            self.poll_once()
 
     def close(self) -> None:
-        """Stop polling, publish, commit, close (the SIGTERM path)."""
-        self.producer.flush()
+        """Stop polling, write pending state, publish, commit, close (the SIGTERM path)."""
+        self.state.write_all()
         try:
-            self.consumer.commit()
+            self.transport.flush()
+            self._commit()
         except Exception as exc:
             log.warning("final_commit_failed", error=str(exc))
-        self.consumer.close()
-        self.frequency.close()
-        self.producer.close()
+        self._drop_service()
+        self.transport.close()
+
+    @property
+    def owned_feeders(self) -> list[str]:
+        svc = self.service
+        return [] if svc is None else [f.feeder_id for f in svc.topology.feeders]

@@ -1,9 +1,13 @@
-"""Kafka settings of one replica: bootstrap servers, group, client, topic names, timeouts.
+"""Kafka settings of one replica: client, bootstrap servers, group, topic names, timeouts.
 
 Topic names default to :data:`aggregator.interfaces.DEFAULT_TOPICS` (their one home).
+``client`` selects the transport: ``confluent`` (confluent-kafka on librdkafka, the
+default) or ``kafka-python`` (``GRIDFLEX_KAFKA__CLIENT=kafka-python``).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,6 +22,7 @@ class KafkaSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     bootstrap: str
+    client: Literal["confluent", "kafka-python"] = "confluent"
     group_id: str = "gridflex"
     client_id: str = "gridflex"
     telemetry_topic: str = _T.telemetry
@@ -29,6 +34,15 @@ class KafkaSettings(BaseModel):
     session_timeout_ms: int = Field(6000, ge=1000)
     heartbeat_interval_ms: int = Field(1000, ge=100)
     max_poll_records: int = Field(2000, ge=1)
+    # topics missing at start are created with these (state compacted); False: fail at once
+    create_topics: bool = True
+    partitions: int = Field(6, ge=1)
+    replication_factor: int = Field(1, ge=1)
+    # an idle replica blocks this long in poll (frequency consumer first)
+    poll_timeout_s: float = Field(0.1, gt=0, le=1.0)
+    # a session's state record at most once per EVSE per this many seconds (start and end
+    # are written at once)
+    state_interval_s: float = Field(10.0, ge=0)
 
     def topics(self) -> Topics:
         return Topics(
