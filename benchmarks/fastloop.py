@@ -19,7 +19,7 @@ How: a synthetic but realistic frame is built from a fixed seed —
   fleet cap sits just below base + R, so large up-activations hit caps.
 
 Deviations follow an FCR-like distribution: grid frequency ~ 50 Hz + N(0, 40 mHz) mapped
-through :func:`aggregator.dispatch.fcr_activation` (±10 mHz deadband, full at ±200 mHz),
+through :func:`markets.activation.fcr_activation` (±10 mHz deadband, full at ±200 mHz),
 plus 2 % forced full activations (half +R, half −R). After 50 warm-up calls, each of the
 K timed calls is wrapped in ``time.perf_counter_ns``. Every result is verified outside the
 timing: ``limit_excess_kw(p, frame) ≤ 1e-6`` and ``lo ≤ p ≤ hi`` (1e-9 kW float
@@ -46,7 +46,8 @@ except ImportError:  # not installed: run from a checkout
 import numpy as np
 from _machine import machine_info
 
-from aggregator.dispatch import Dispatcher, DispatchFrame, fcr_activation, limit_excess_kw
+from aggregator.dispatch import Dispatcher, DispatchFrame, limit_excess_kw
+from markets.activation import fcr_activation
 
 WARMUP = 50
 MIN_SAMPLES = 200

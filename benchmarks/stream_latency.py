@@ -458,6 +458,7 @@ def confluent_replica() -> int:
     from aggregator.interfaces import Record
     from aggregator.messages import SetpointBatch
     from aggregator.service.replica import Service
+    from markets.activation import ReserveActivation
 
     settings = load_settings()
     assert settings.kafka is not None
@@ -488,6 +489,7 @@ def confluent_replica() -> int:
         clock=SystemClock(),
         sink=Sink(),
         topics=topics,
+        activation=ReserveActivation(),
     )
     ready = threading.Event()
     tel = Consumer(

@@ -33,7 +33,9 @@ from adapters.serve.wiring import (
 )
 from adapters.stream.inprocess import InProcessBus, RecordingSink, SystemClock
 from aggregator.errors import ConfigError, InvalidInput, raise_if_issues
+from aggregator.service.planrunner import EngineFactory, ProcessPlanRunner
 from aggregator.service.replica import Service
+from markets.activation import ReserveActivation
 
 __all__ = ["configure_logging", "serve"]
 
@@ -145,7 +147,15 @@ def serve(settings: ServeSettings, stop: threading.Event | None = None) -> int:
             log.info("stopped", audit_head=audit.head if audit is not None else None)
         return 0
     bus = InProcessBus()
-    svc = Service(topology, config, clock=clock, sink=RecordingSink(), events=events)
+    svc = Service(  # the planner in a worker process: this loop never waits for a plan
+        topology,
+        config,
+        clock=clock,
+        sink=RecordingSink(),
+        events=events,
+        activation=ReserveActivation(),
+        runner=ProcessPlanRunner(EngineFactory(config)),
+    )
     last = [time.monotonic()]
     ven = None
     http = HealthServer(

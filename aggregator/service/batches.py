@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 from aggregator.dispatch import DispatchFrame
 from aggregator.fleet import FleetState
 from aggregator.limits import Caps, LimitBook
+from aggregator.topology import Topology
 
 __all__ = ["CsmsGroup", "Leases", "lease_end", "respects_caps"]
 
@@ -121,21 +122,31 @@ class Leases:
         return len(evse_ids)
 
     def pending_kw(
-        self, fleet: FleetState, n_sites: int, now_s: float
-    ) -> tuple[NDArray[np.float64], float]:
-        """Seeded power not yet replaced, per site (EVSEs in the fleet) and fleet-wide
-        (EVSEs whose site is unknown here)."""
-        site_kw = np.zeros(n_sites)
+        self, fleet: FleetState, topology: Topology, now_s: float
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], float]:
+        """Seeded power not yet replaced: per site, per feeder and fleet-wide (kW).
+
+        An EVSE in the fleet counts at its site; one whose site is unknown here counts at
+        every site (and feeder) of its CSMS, since it may be at any of them.
+        """
+        site_kw = np.zeros(topology.n_sites)
+        feeder_kw = np.zeros(topology.n_feeders)
         fleet_kw = 0.0
-        for (_cs, evse), (kw, until) in self._pending.items():
+        site_feeder = topology.site_feeder
+        for (cs, evse), (kw, until) in self._pending.items():
             if until <= now_s:
                 continue
+            fleet_kw += kw
             slot = fleet.slot_of.get(evse)
-            if slot is None:
-                fleet_kw += kw
-            else:
-                site_kw[int(fleet.site[slot])] += kw
-        return site_kw, fleet_kw
+            if slot is not None:
+                site = int(fleet.site[slot])
+                site_kw[site] += kw
+                feeder_kw[site_feeder[site]] += kw
+                continue
+            sites = np.array([s.csms_id == cs for s in topology.sites], dtype=np.bool_)
+            site_kw[sites] += kw
+            feeder_kw[np.unique(site_feeder[sites])] += kw
+        return site_kw, feeder_kw, fleet_kw
 
     # ------------------------------------------------------------------ grouping
 

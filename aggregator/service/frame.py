@@ -131,15 +131,19 @@ def failsafe_limits(
     return np.where(active, np.maximum(fs, 0.0), 0.0)
 
 
-def _minus(caps: Caps, site_kw: NDArray[np.float64], fleet_kw: float, topo: Topology) -> Caps:
+def _minus(
+    caps: Caps,
+    site_kw: NDArray[np.float64],
+    feeder_kw: NDArray[np.float64],
+    fleet_kw: float,
+) -> Caps:
     """Caps with power already committed elsewhere (old leases) taken off."""
-    if not site_kw.any() and fleet_kw == 0.0:
+    if fleet_kw == 0.0 and not site_kw.any() and not feeder_kw.any():
         return caps
-    feeder_kw = _sum(topo.site_feeder, site_kw, topo.n_feeders)
     return Caps(
         caps.site_kw - site_kw,
         caps.feeder_kw - feeder_kw,
-        np.asarray(float(caps.fleet_kw) - float(site_kw.sum()) - fleet_kw),
+        np.asarray(float(caps.fleet_kw) - fleet_kw),
         caps.site_export_kw,
     )
 
@@ -154,6 +158,7 @@ def build_frame(
     dispatcher: Dispatcher,
     result: PlanResult | None,
     leased_site_kw: NDArray[np.float64],
+    leased_feeder_kw: NDArray[np.float64],
     leased_fleet_kw: float,
 ) -> Frame:
     """The frame for ``now`` (see the module docstring); no solver, O(slots) numpy."""
@@ -162,7 +167,7 @@ def build_frame(
     until_s = (math.floor(now.timestamp() / step) + 1) * step
     step_until = datetime.fromtimestamp(until_s, tz=now.tzinfo)
     raw = limits.caps_at(now)
-    caps = _minus(raw, leased_site_kw, leased_fleet_kw, topology)
+    caps = _minus(raw, leased_site_kw, leased_feeder_kw, leased_fleet_kw)
     lo, hi = fleet.envelope(now, max(until_s - now.timestamp(), 1.0))
     active = fleet.active[:n]
     slot_site = fleet.site[:n]

@@ -409,8 +409,8 @@ class Service:
         return (id(self._result), self.limits.version, self.fleet.version, self._leases.version)
 
     def _refresh_frame(self, now: datetime) -> Frame:
-        site_kw, fleet_kw = self._leases.pending_kw(
-            self.fleet, self.topology.n_sites, now.timestamp()
+        site_kw, feeder_kw, fleet_kw = self._leases.pending_kw(
+            self.fleet, self.topology, now.timestamp()
         )
         self._frame = build_frame(
             now=now,
@@ -421,6 +421,7 @@ class Service:
             dispatcher=self.dispatcher,
             result=self._result,
             leased_site_kw=site_kw,
+            leased_feeder_kw=feeder_kw,
             leased_fleet_kw=fleet_kw,
         )
         self._frame_key = self._key()
