@@ -53,6 +53,7 @@ from typing import Annotated, Any, Final
 import structlog
 from fastapi import APIRouter, FastAPI, Header, HTTPException, Path, Query, Response, status
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters.api.auth import (
     GridReader,
@@ -62,7 +63,14 @@ from adapters.api.auth import (
     TokenRegistry,
     may_touch,
 )
-from adapters.api.checks import StrictJsonRoute, limit_body_issues, on_validation_error, problems
+from adapters.api.checks import (
+    JsonBodyLimit,
+    StrictJsonRoute,
+    limit_body_issues,
+    on_http_error,
+    on_validation_error,
+    problems,
+)
 from adapters.api.idempotency import IdempotencyStore, StoredResponse, fingerprint
 from adapters.api.models import (
     ApiTime,
@@ -413,11 +421,12 @@ def create_app(ctx: ApiContext) -> FastAPI:
         title="gridflex DSO API",
         version=API_VERSION,
         description=(__doc__ or "").split("\n\n")[0],
-        max_body_size=MAX_BODY_BYTES,
     )
     app.state.ctx = ctx
     app.state.tokens = ctx.tokens
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_middleware(JsonBodyLimit, max_bytes=MAX_BODY_BYTES)
     app.include_router(_limits_router(ctx))
     app.include_router(_grid_router(ctx))
     app.include_router(telemetry_router(lambda: ctx.telemetry))

@@ -1,13 +1,14 @@
 """Request checks of the REST API that come before any route runs.
 
-* :class:`StrictJsonRoute` — bodies are parsed with duplicate keys refused (``{"a": 1,
-  "a": 2}`` is a 422, never "last wins"); the body size limit itself is FastAPI's
-  ``max_body_size`` (413), set in :func:`adapters.api.app.create_app`.
+* :class:`StrictJsonRoute` — bodies are parsed as UTF-8 with duplicate keys refused
+  (``{"a": 1, "a": 2}`` is a 422, never "last wins");
+* :class:`JsonBodyLimit` — bodies over the size limit are a JSON 413.
 * :func:`on_validation_error` — a :class:`~fastapi.exceptions.RequestValidationError`
   becomes a 422 listing *every* problem (``{"detail": [{"field", "code", "message"}]}``),
   after authentication (401/403 come first, so nothing leaks to a caller without a token);
   on ``POST /v1/limits`` it adds the checks the model alone cannot make
   (:func:`limit_body_issues`) and a missing ``Idempotency-Key``.
+* :func:`on_http_error` — a 405 names every method of the path in ``Allow``.
 * :func:`limit_body_issues` — on a raw or parsed body: end after start, a target id where
   the target type needs one (and none for ``fleet``), targets known and inside the caller's
   areas.
@@ -26,6 +27,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import TypeAdapter, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.api.auth import LIMITS_WRITE, TELEMETRY_WRITE, Principal, authenticate, require_scope
 from adapters.api.models import LimitIn, Problem, Problems
@@ -34,8 +38,10 @@ from aggregator.topology import Topology
 
 __all__ = [
     "NO_IDEMPOTENCY_KEY",
+    "JsonBodyLimit",
     "StrictJsonRoute",
     "limit_body_issues",
+    "on_http_error",
     "on_validation_error",
     "problems",
     "pydantic_issue",
@@ -64,8 +70,48 @@ class _StrictJsonRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             body = await self.body()
-            self._json = json.loads(body, object_pairs_hook=_no_duplicates)
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise json.JSONDecodeError("not UTF-8", "", exc.start) from None
+            self._json = json.loads(text, object_pairs_hook=_no_duplicates)
         return self._json
+
+
+class JsonBodyLimit:
+    """ASGI middleware capping request bodies at ``max_bytes``: a longer ``Content-Length``
+    is a JSON 413 before anything reads the body; a body without a length that grows past
+    the cap stops the read with the same 413 (raised as an HTTP error from ``receive``, so
+    the app's handlers answer it)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self) -> StarletteHTTPException:
+        return StarletteHTTPException(413, f"the body is larger than {self.max_bytes} bytes")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_bytes:
+            detail = self._too_large().detail
+            await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise self._too_large()
+            return message
+
+        await self.app(scope, limited, send)
 
 
 class StrictJsonRoute(APIRoute):
@@ -175,3 +221,19 @@ async def on_validation_error(request: Request, exc: Exception) -> Response:
     if writing and path.endswith("/v1/limits") and isinstance(exc.body, Mapping):
         issues += limit_body_issues(exc.body, principal, ctx.topology)
     return problems(issues)
+
+
+async def on_http_error(request: Request, exc: Exception) -> Response:
+    """HTTP errors as usual, but a 405 lists in ``Allow`` every method of the path (Starlette
+    names only those of the first route that matched the path)."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code != 405:
+        return await http_exception_handler(request, exc)
+    routes = request.app.router.routes
+    methods = {
+        m
+        for m in ("DELETE", "GET", "PATCH", "POST", "PUT")
+        if any(r.matches({**request.scope, "method": m})[0] is Match.FULL for r in routes)
+    }
+    allow = ", ".join(sorted(methods))
+    return JSONResponse({"detail": "Method Not Allowed"}, 405, headers={"Allow": allow})

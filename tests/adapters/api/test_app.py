@@ -48,6 +48,7 @@ TOKENS = {
     "a-f1": Principal("dso-a", frozenset({"f1"}), ALL),
     "a-all": Principal("dso-a", frozenset({"*"}), ALL),
     "b-rw": Principal("dso-b", frozenset({"f3"}), ALL),
+    "t-w": Principal("csms-feed", frozenset({"*"}), frozenset({"telemetry:write"})),
 }
 
 

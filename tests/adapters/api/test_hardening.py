@@ -138,3 +138,27 @@ def test_the_list_shows_limits_from_every_source_with_their_source(api: Api) -> 
     assert api.delete("a-rw", "oadr:ev1:s0:i0:feeder:f1").status_code == 403
     assert api.post("a-rw", limit(event_id="oadr:ev1:s0:i0:feeder:f1")).status_code == 409
     assert len(api.intake.book) == 2
+
+
+def test_a_body_without_a_length_is_cut_at_64_kib(api: Api) -> None:
+    def chunks() -> Any:
+        yield b'{"pad": "'
+        for _ in range(100):
+            yield b"x" * 1024
+        yield b'"}'
+
+    headers = HEADERS | {"Idempotency-Key": "k"}
+    r = api.client.post("/v1/limits", content=chunks(), headers=headers)
+    assert r.status_code == 413 and r.headers["content-type"] == "application/json"
+    assert api.published == []
+
+
+def test_a_body_that_is_not_utf8_is_422(api: Api) -> None:
+    headers = HEADERS | {"Idempotency-Key": "k"}
+    r = api.client.post("/v1/limits", content=b'{"a": "\xff"}', headers=headers)
+    assert problems(r) == [("body", "not valid JSON: not UTF-8")]
+
+
+def test_a_405_names_every_method_of_the_path(api: Api) -> None:
+    r = api.client.put("/v1/limits", headers=HEADERS)
+    assert r.status_code == 405 and r.headers["Allow"] == "GET, POST"
