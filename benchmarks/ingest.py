@@ -2,27 +2,29 @@
 
 What is measured, on a real Kafka broker: M telemetry records (N ``session_started``,
 then meter values round-robin over the N EVSEs, newer each time, all valid) are produced
-to a fresh 6-partition telemetry topic *before* the clock starts. Then one replica
-consumes them and the clock runs until every one of the M records has been applied:
-``msgs_per_s = M / elapsed``. Per record the replica does what the shipped one does:
-consume, validate (``decode_telemetry``, pydantic), apply to the fleet state
-(``Service.handle``); per poll it writes the changed sessions to the compacted state
-topic, flushes the producer (``acks=all``, idempotent) and commits the offsets (the
-commit follows the flush, as in :class:`adapters.stream.runner.StreamRunner`). The 1 s
-``Service.tick`` runs as well (no re-plan is due in the window: the replica planned once,
-empty, before the records were produced, and re-plans at most every 300 s or at a plan
-step boundary; ``plans_in_window`` says whether one happened).
+to a fresh 6-partition telemetry topic *before* the clock starts. Then one replica — the
+shipped :class:`adapters.stream.runner.StreamRunner`, in-process, looping ``poll_once()``
+on the transport the settings select — consumes them, and the clock runs until every one
+of the M records has been applied: ``msgs_per_s = M / elapsed``. The runner does what it
+does in production: consume, route (``decode_telemetry``, pydantic, then apply to the
+fleet), coalesced state writes (start/end at once, meter values at most once per EVSE per
+``state_interval_s``), ``flush`` and only then ``commit``; the 1 s ``tick`` (which only
+takes finished plans from the plan worker; ``plans_in_window`` says whether one landed).
 
-Replicas (``--kafka-client``):
+At the end the runner is closed as on SIGTERM (pending states written, flushed,
+committed), then the run is checked: ``committed_equals_end`` (the group's committed
+offsets are the telemetry topic's end offsets) and ``state_complete`` (the state topic,
+read to its end, holds for every EVSE its newest energy).
 
-* ``kafka-python`` (default): the shipped :class:`~adapters.stream.runner.StreamRunner`,
-  in-process, looping ``poll_once()``;
-* ``confluent``: a loop doing the same work on confluent-kafka (librdkafka);
-* ``both``: both, one after the other on the same records (each with its own group).
+Clients (``--kafka-client``): ``both`` (default) runs ``confluent`` (confluent-kafka on
+librdkafka, the default transport: the figure) and then ``kafka-python`` (the baseline;
+``ratio_to_baseline`` = confluent / kafka-python msgs/s) on the same records, each with
+its own group and state topic; ``confluent`` or ``kafka-python`` runs one.
 
 Each is run twice: once plain (the figure), once with timers around consume (poll),
-decode, apply, tick, state write, flush and commit (``profile``; the timers add a little
-overhead of their own, so its total is slightly above the plain run's).
+route (decode + apply), decode, tick, state write, flush and commit (``profile``; the
+timers add a little overhead of their own, so its total is slightly above the plain
+run's).
 
 The 2-core machine runs the broker (JVM) and the replica together (the producer has
 finished before the clock starts); other processes competed too (``loadavg_1m``).
@@ -30,7 +32,7 @@ finished before the clock starts); other processes competed too (``loadavg_1m``)
 Usage (from the repo root)::
 
     python benchmarks/ingest.py --json
-    python benchmarks/ingest.py --kafka-client both --json
+    python benchmarks/ingest.py --messages 20000 --evses 1000 --json   # a small run
 """
 
 from __future__ import annotations
@@ -56,7 +58,6 @@ except ImportError:  # not installed: run from a checkout
 from _machine import machine_info
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-from pydantic import TypeAdapter
 from stream_latency import (
     BenchTopics,
     Fleet,
@@ -66,15 +67,14 @@ from stream_latency import (
     use_pure_python_crc32c,
 )
 
-import aggregator.service.replica as service_module
+import adapters.stream.router as router_module
+import adapters.stream.runner as runner_module
 from adapters.ops.metrics import Metrics
 from adapters.serve.run import configure_logging
 from adapters.stream.inprocess import SystemClock
 from adapters.stream.runner import StreamRunner
 from adapters.stream.settings import KafkaSettings
-from aggregator.fleet import SessionState
-from aggregator.interfaces import Record
-from aggregator.messages import MeterValue, SetpointBatch, encode
+from aggregator.messages import MeterValue, encode
 from aggregator.service.replica import Service, ServiceConfig
 from aggregator.topology import Feeder, Site, Topology
 
@@ -173,17 +173,19 @@ class Timers:
 
 
 @contextlib.contextmanager
-def timed_decode(timers: Timers | None) -> Iterator[None]:
-    """Time ``decode_telemetry`` as the service calls it (module global)."""
+def timed_route(timers: Timers | None) -> Iterator[None]:
+    """Time the router (decode + apply) and the decode in it, as the runner calls them."""
     if timers is None:
         yield
         return
-    orig = service_module.decode_telemetry
-    service_module.decode_telemetry = timers.wrap("decode", orig)
+    orig_route, orig_decode = runner_module.route, router_module.decode_telemetry
+    runner_module.route = timers.wrap("handle", orig_route)  # type: ignore[assignment]
+    router_module.decode_telemetry = timers.wrap("decode", orig_decode)  # type: ignore[assignment]
     try:
         yield
     finally:
-        service_module.decode_telemetry = orig
+        runner_module.route = orig_route  # type: ignore[assignment]
+        router_module.decode_telemetry = orig_decode  # type: ignore[assignment]
 
 
 class Stall:
@@ -224,42 +226,89 @@ def committed_equals_end(bootstrap: str, group: str, topic: str) -> bool:
         c.close()
 
 
-# ---------------------------------------------------------------------- kafka-python
+# ---------------------------------------------------------------- the shipped runner
 
 
-def run_kafka_python(topics: BenchTopics, topo: Topology, m: int, profile: bool) -> dict[str, Any]:
+def expected_state(records: list[tuple[bytes, bytes]]) -> dict[str, float]:
+    """EVSE id → the energy of its newest record: what the state topic must end at."""
+    out: dict[str, float] = {}
+    for _, value in records:
+        d = json.loads(value)
+        out[d["evse_id"]] = float(d.get("energy_kwh", 0.0))
+    return out
+
+
+def state_complete(bootstrap: str, topic: str, expected: dict[str, float]) -> dict[str, Any]:
+    """Read the state topic to its end: does every EVSE's latest record hold its newest
+    energy? (compaction may not have run: the latest record per key wins)."""
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    latest: dict[str, bytes | None] = {}
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
+        c.assign(tps)
+        c.seek_to_beginning(*tps)
+        end = c.end_offsets(tps)
+        deadline = time.monotonic() + 120
+        while any(c.position(tp) < end[tp] for tp in tps) and time.monotonic() < deadline:
+            for rs in c.poll(timeout_ms=500).values():
+                for r in rs:
+                    latest[r.key.decode()] = r.value
+    finally:
+        c.close()
+    got = {k: json.loads(v)["energy_kwh"] for k, v in latest.items() if v}
+    wrong = [e for e, kwh in expected.items() if abs(got.get(e, -1.0) - kwh) > 1e-9]
+    return {
+        "state_records": sum(end.values()),
+        "state_evses": len(got),
+        "state_complete": not wrong,
+        "state_wrong_evses": wrong[:10],
+    }
+
+
+def run_shipped(
+    topics: BenchTopics,
+    topo: Topology,
+    m: int,
+    client: str,
+    profile: bool,
+    expected: dict[str, float],
+) -> dict[str, Any]:
+    """The shipped :class:`StreamRunner` on ``client``, in-process, looping ``poll_once``."""
     tag = uuid.uuid4().hex[:6]
-    group = f"{topics.prefix}-kp-{tag}"
+    group = f"{topics.prefix}-{client}-{tag}"
+    state_topic = fresh_state_topic(topics, tag)
     settings = KafkaSettings(
         bootstrap=topics.bootstrap,
+        client=client,  # type: ignore[arg-type]
         group_id=group,
         telemetry_topic=topics("telemetry"),
         grid_signals_topic=topics("grid-signals"),
         frequency_topic=topics("frequency"),
         setpoints_topic=topics("setpoints"),
-        state_topic=fresh_state_topic(topics, tag),
+        state_topic=state_topic,
         deadletter_topic=topics("deadletter"),
     )
     runner = StreamRunner(topo, ServiceConfig(), settings, clock=SystemClock(), metrics=Metrics())
+    closed = False
     try:
-        deadline = time.monotonic() + 60
-        while runner.service is None or runner.service.plan is None:
+        deadline = time.monotonic() + 120
+        while runner.service is None or runner.service.plan is None or not runner.ready:
             if time.monotonic() > deadline:
-                raise SystemExit("the kafka-python replica got no assignment in 60 s")
+                raise SystemExit(f"the {client} replica got no assignment and plan in 120 s")
             runner.poll_once()
         svc = runner.service
         plans0 = svc.counters["plans"]
         timers = Timers() if profile else None
         if timers is not None:
-            runner.consumer.poll = timers.wrap("consume", runner.consumer.poll)
-            runner.consumer.commit = timers.wrap("commit", runner.consumer.commit)
-            runner.producer.flush = timers.wrap("flush", runner.producer.flush)
-            runner._write_state = timers.wrap("state_write", runner._write_state)  # type: ignore[method-assign]
-            svc.handle = timers.wrap("handle", svc.handle)  # type: ignore[method-assign]
+            tr = runner.transport
+            tr.poll = timers.wrap("consume", tr.poll)  # type: ignore[method-assign]
+            tr.commit = timers.wrap("commit", tr.commit)  # type: ignore[method-assign]
+            tr.flush = timers.wrap("flush", tr.flush)  # type: ignore[method-assign]
+            runner.state.write_due = timers.wrap("state_write", runner.state.write_due)  # type: ignore[method-assign]
             svc.tick = timers.wrap("tick", svc.tick)  # type: ignore[method-assign]
         before = svc.counters["telemetry.applied"]
         stall = Stall(svc)
-        with timed_decode(timers):
+        with timed_route(timers):
             t0 = time.perf_counter()
             while svc.counters["telemetry.applied"] < m:
                 runner.poll_once()
@@ -278,135 +327,14 @@ def run_kafka_python(topics: BenchTopics, topo: Topology, m: int, profile: bool)
         }
         if timers is not None:
             res["profile"] = timers.report(elapsed)
+        runner.close()  # SIGTERM path: pending states written, flushed, committed
+        closed = True
     finally:
-        runner.close()
+        if not closed:
+            runner.close()
     res["committed_equals_end"] = committed_equals_end(topics.bootstrap, group, topics("telemetry"))
+    res.update(state_complete(topics.bootstrap, state_topic, expected))
     return res
-
-
-# ------------------------------------------------------------------------ confluent
-
-
-def run_confluent(topics: BenchTopics, topo: Topology, m: int, profile: bool) -> dict[str, Any]:
-    from confluent_kafka import Consumer, Producer
-
-    tag = uuid.uuid4().hex[:6]
-    group = f"{topics.prefix}-ck-{tag}"
-    state = TypeAdapter(SessionState)
-    producer = Producer(
-        {"bootstrap.servers": topics.bootstrap, "acks": "all", "enable.idempotence": True,
-         "linger.ms": 0}
-    )  # fmt: skip
-
-    def send(topic: str, key: bytes, value: bytes | None) -> None:
-        while True:
-            try:
-                producer.produce(topic, key=key, value=value)
-                return
-            except BufferError:
-                producer.poll(0.05)
-
-    class Sink:
-        def publish(self, batch: SetpointBatch) -> None:
-            send(topics("setpoints"), batch.csms_id.encode(), encode(batch))
-
-    tp = KafkaSettings(
-        bootstrap=topics.bootstrap,
-        telemetry_topic=topics("telemetry"),
-        state_topic=fresh_state_topic(topics, tag),
-        setpoints_topic=topics("setpoints"),
-    ).topics()
-    svc = Service(topo, ServiceConfig(), clock=SystemClock(), sink=Sink(), topics=tp)
-    svc.tick()  # the empty plan, as the kafka-python replica has before the clock starts
-    consumer = Consumer(
-        {
-            "bootstrap.servers": topics.bootstrap,
-            "group.id": group,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
-    consumer.subscribe([topics("telemetry")])
-    timers = Timers() if profile else None
-
-    def t(name: str, fn: Callable[..., _T]) -> Callable[..., _T]:
-        return timers.wrap(name, fn) if timers is not None else fn
-
-    consume = t("consume", consumer.consume)
-    handle = t("handle", svc.handle)
-    tick = t("tick", svc.tick)
-    flush = t("flush", producer.flush)
-    commit = t("commit", consumer.commit)
-
-    def write_state() -> None:
-        for evse in svc.changed_evses:
-            st = svc.fleet.session_state(evse)
-            send(tp.state, evse.encode(), None if st is None else state.dump_json(st))
-        svc.changed_evses.clear()
-
-    state_write = t("state_write", write_state)
-    plans0 = svc.counters["plans"]
-    last_tick = 0.0
-
-    def cycle(timeout_s: float) -> None:
-        nonlocal last_tick
-        batch = consume(num_messages=2000, timeout=timeout_s)
-        for msg in batch:
-            if msg.error() is None:
-                key = msg.key()
-                handle(
-                    Record(
-                        msg.topic(),
-                        key.decode() if key else None,
-                        msg.value(),
-                        msg.offset(),
-                        msg.partition(),
-                    )
-                )
-        now = time.monotonic()
-        if now - last_tick >= 1.0:
-            last_tick = now
-            tick()
-        state_write()
-        if batch:
-            flush()
-            commit(asynchronous=False)
-
-    try:
-        # the assignment before the clock starts, like the kafka-python replica (whatever
-        # arrives meanwhile is applied and left out of the rate: applied_before_clock)
-        deadline = time.monotonic() + 60
-        while not consumer.assignment():
-            if time.monotonic() > deadline:
-                raise SystemExit("the confluent replica got no assignment in 60 s")
-            cycle(0.1)
-        before = svc.counters["telemetry.applied"]
-        stall = Stall(svc)
-        with timed_decode(timers):
-            t0 = time.perf_counter()
-            while svc.counters["telemetry.applied"] < m:
-                cycle(0.005)
-                stall.check()
-            elapsed = time.perf_counter() - t0
-    finally:
-        consumer.close()
-        producer.flush()
-    rejected = sum(v for k, v in svc.counters.items() if k.startswith("rejected"))
-    res: dict[str, Any] = {
-        "elapsed_s": round(elapsed, 3),
-        "msgs_per_s": round((m - before) / elapsed),
-        "applied_before_clock": before,
-        "applied": svc.counters["telemetry.applied"],
-        "rejected": rejected,
-        "plans_in_window": svc.counters["plans"] - plans0,
-        "committed_equals_end": committed_equals_end(topics.bootstrap, group, topics("telemetry")),
-    }
-    if timers is not None:
-        res["profile"] = timers.report(elapsed)
-    return res
-
-
-# --------------------------------------------------------------------------- main
 
 
 def run(bootstrap: str, m: int, evses: int, clients: list[str], crc32c: str) -> dict[str, Any]:
@@ -415,15 +343,15 @@ def run(bootstrap: str, m: int, evses: int, clients: list[str], crc32c: str) -> 
     topics = BenchTopics(bootstrap)
     topics.create(6)
     records = messages(fleet, m)
+    expected = expected_state(records)
     size = sum(len(v) for _, v in records)
     produce_s = produce(bootstrap, topics("telemetry"), records)
     log(f"{m} records ({size / 1e6:.1f} MB) produced in {produce_s:.1f} s")
     results: dict[str, Any] = {}
     for kind in clients:
-        fn = run_kafka_python if kind == "kafka-python" else run_confluent
-        plain = fn(topics, topo, m, False)
+        plain = run_shipped(topics, topo, m, kind, False, expected)
         log(f"{kind}: {plain['msgs_per_s']} msgs/s")
-        prof = fn(topics, topo, m, True)
+        prof = run_shipped(topics, topo, m, kind, True, expected)
         log(f"{kind} (profiled): {prof['msgs_per_s']} msgs/s")
         plain["profile"] = prof["profile"]
         plain["profile_msgs_per_s"] = prof["msgs_per_s"]
@@ -433,6 +361,14 @@ def run(bootstrap: str, m: int, evses: int, clients: list[str], crc32c: str) -> 
         "messages": m,
         "msgs_per_s": first["msgs_per_s"],
         "kafka_client": clients[0],
+        "committed_equals_end": first["committed_equals_end"],
+        "state_complete": first["state_complete"],
+        "baseline": clients[-1] if len(clients) > 1 else None,
+        "ratio_to_baseline": (
+            round(first["msgs_per_s"] / results[clients[-1]]["msgs_per_s"], 2)
+            if len(clients) > 1
+            else None
+        ),
         "target_msgs_per_s": TARGET_MSGS_PER_S,
         "target_met": bool(first["msgs_per_s"] >= TARGET_MSGS_PER_S),
         "evses": evses,
@@ -457,7 +393,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--evses", type=int, default=10_000, help="N EVSEs (default 10000)")
     ap.add_argument("--bootstrap", help="HOST:PORT of a running broker (default: start one)")
     ap.add_argument(
-        "--kafka-client", choices=("kafka-python", "confluent", "both"), default="kafka-python"
+        "--kafka-client",
+        choices=("confluent", "kafka-python", "both"),
+        default="both",
+        help="both (default): confluent (the figure), then kafka-python as the baseline",
     )
     ap.add_argument("--crc32c", choices=("auto", "python"), default="auto")
     ap.add_argument("--json", action="store_true", help="print exactly one JSON line")
@@ -467,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("console", "WARNING")  # structured logs to stderr, stdout stays JSON
     if args.crc32c == "python":
         use_pure_python_crc32c()
-    clients = ["kafka-python", "confluent"] if args.kafka_client == "both" else [args.kafka_client]
+    clients = ["confluent", "kafka-python"] if args.kafka_client == "both" else [args.kafka_client]
     with kafka_broker(args.bootstrap) as bootstrap:
         res = run(bootstrap, args.messages, args.evses, clients, args.crc32c)
     if args.json:
@@ -479,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['msgs_per_s']} msgs/s (target ≥ {TARGET_MSGS_PER_S:.0f}); "
                 f"profile shares {r['profile']['share']}"
             )
-    return 0
+    ok = res["results"][clients[0]]
+    return 0 if ok["committed_equals_end"] and ok["state_complete"] else 1
 
 
 if __name__ == "__main__":
