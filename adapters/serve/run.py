@@ -33,6 +33,7 @@ from adapters.serve.wiring import (
 )
 from adapters.stream.inprocess import InProcessBus, RecordingSink, SystemClock
 from aggregator.errors import ConfigError, InvalidInput, raise_if_issues
+from aggregator.interfaces import SetpointSink
 from aggregator.service.planrunner import EngineFactory, ProcessPlanRunner
 from aggregator.service.replica import Service
 from markets.activation import ReserveActivation
@@ -59,8 +60,16 @@ def configure_logging(fmt: str, level: str) -> None:
     )
 
 
-def serve(settings: ServeSettings, stop: threading.Event | None = None) -> int:
-    """Run until ``stop`` is set or a termination signal arrives; returns an exit code."""
+def serve(
+    settings: ServeSettings,
+    stop: threading.Event | None = None,
+    *,
+    sink: SetpointSink | None = None,
+) -> int:
+    """Run until ``stop`` is set or a termination signal arrives; returns an exit code.
+
+    ``sink`` takes the embedded service's setpoint batches (default: kept in memory; on
+    Kafka they go to the setpoints topic and ``sink`` is not used)."""
     configure_logging(settings.log_format, settings.log_level)
     log = structlog.get_logger("gridflex.serve")
     stop = stop or threading.Event()
@@ -151,7 +160,7 @@ def serve(settings: ServeSettings, stop: threading.Event | None = None) -> int:
         topology,
         config,
         clock=clock,
-        sink=RecordingSink(),
+        sink=sink if sink is not None else RecordingSink(),
         events=events,
         activation=ReserveActivation(),
         runner=ProcessPlanRunner(EngineFactory(config)),

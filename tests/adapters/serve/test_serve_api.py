@@ -8,12 +8,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 
+from adapters.serve.run import serve
+from adapters.serve.settings import ApiSettings, ServeSettings
+from adapters.stream.inprocess import RecordingSink
+from tests.conftest import wait_until
 from tests.integration.streaming import free_port
 
 TOKEN = "token-of-dso-a"
@@ -84,10 +89,94 @@ def test_embedded_serve_answers_the_api_with_hosting_capacity(tmp_path: Path) ->
         }
         r = httpx.post(f"{base}/v1/limits", json=body, headers={**auth, "Idempotency-Key": "a"})
         assert r.status_code == 201, r.text
-        time.sleep(2)  # the loop applies it; the service's audit entry shows it arrived
-        kinds = [json.loads(x)["kind"] for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
-        assert kinds.count("limit.received") == 2  # the API's (who) and the service's (applied)
+        listed = httpx.get(f"{base}/v1/limits", headers=auth).json()
+        assert [(x["event_id"], x["source"]) for x in listed] == [("x1", "rest:dso-a")]
+        entries = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+        # audited once, by the intake (regression, issue 8.5: the API and the service both
+        # wrote a limit.received entry)
+        assert [(e["kind"], e["source"]) for e in entries] == [("limit.received", "rest:dso-a")]
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         log.close()
+
+
+def test_embedded_serve_takes_telemetry_over_http_and_sends_setpoints(tmp_path: Path) -> None:
+    """Regression (issue 15.7): without Kafka nothing fed the embedded service's bus, so it
+    could never see a session. Session in (POST /v1/telemetry) -> setpoint batch out."""
+    topo = tmp_path / "topology.yaml"
+    topo.write_text(
+        "feeders:\n  - {id: f1, limit_kw: 100}\n"
+        "sites:\n  - {id: s1, feeder: f1, connection_limit_kw: 50, csms: c1}\n"
+    )
+    api_port = free_port()
+    token = "feeder-token"
+    tokens = [
+        {
+            "sha256": hashlib.sha256(token.encode()).hexdigest(),
+            "dso": "csms-feed",
+            "areas": ["*"],
+            "scopes": ["telemetry:write", "limits:read"],
+        }
+    ]
+    settings = ServeSettings(
+        topology=topo,
+        kafka=None,
+        api=ApiSettings(port=api_port, tokens=tokens),
+        http_port=free_port(),
+        log_format="console",
+        log_level="WARNING",
+        tick_s=0.2,
+    )
+    sink = RecordingSink()
+    stop = threading.Event()
+    code: list[int] = []
+    thread = threading.Thread(target=lambda: code.append(serve(settings, stop, sink=sink)))
+    thread.start()
+    base, auth = f"http://127.0.0.1:{api_port}", {"Authorization": f"Bearer {token}"}
+
+    def up() -> bool:
+        assert thread.is_alive(), "serve stopped"
+        try:
+            return httpx.get(f"{base}/v1/limits", headers=auth).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(up, 60, "the embedded API to answer")
+        now = datetime.now(UTC)
+        session = {
+            "v": 1,
+            "type": "session_started",
+            "ts": now.isoformat(),
+            "feeder_id": "f1",
+            "site_id": "s1",
+            "evse_id": "evse-1",
+            "csms_id": "c1",
+            "session_id": "sess-1",
+            "departure": (now + timedelta(hours=3)).isoformat(),
+            "energy_requested_kwh": 20.0,
+            "max_power_kw": 11.0,
+        }
+        bad = {**session, "evse_id": "evse-2", "max_power_kw": "fast"}
+        r = httpx.post(f"{base}/v1/telemetry", json=[session, bad], headers=auth)
+        assert r.status_code == 422 and r.json()["detail"][0]["field"].startswith("[1].")
+        r = httpx.post(f"{base}/v1/telemetry", json=[session], headers=auth)
+        assert r.status_code == 202, r.text
+
+        def charging() -> list[float]:
+            return [
+                kw
+                for b in list(sink.batches)
+                for evse, kw in zip(b.evse_ids, b.power_kw, strict=True)
+                if evse == "evse-1" and kw > 0
+            ]
+
+        powers = wait_until(charging, 90, "a setpoint batch charging evse-1")
+        assert all(0 < kw <= 11.0 + 1e-9 for kw in powers)
+        assert all(b.csms_id == "c1" for b in sink.batches)
+        assert not any("evse-2" in b.evse_ids for b in sink.batches)  # nothing of a 422
+    finally:
+        stop.set()
+        thread.join(60)
+    assert code == [0]
