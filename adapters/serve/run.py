@@ -91,7 +91,8 @@ def serve(
     metrics = Metrics()
     clock = SystemClock()
     try:  # the whole chain is verified: a broken one is refused, never continued
-        audit = open_audit(settings.audit_log, metrics.registry)
+        api_log = settings.api.audit_log if settings.api is not None else None  # older name
+        audit = open_audit(settings.audit_log or api_log, metrics.registry)
     except InvalidInput as exc:
         log.error("audit_log_refused", issues=[str(i) for i in exc.issues])
         return 2

@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 TOKEN = "dso-a-secret-token"
 
 
-def test_rest_limit_is_published_applied_and_cancelled(
+def test_rest_limit_is_published_applied_cancelled_and_listed_after_a_restart(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     streams = Streams(kafka_bootstrap)
@@ -45,23 +45,18 @@ def test_rest_limit_is_published_applied_and_cancelled(
             "scopes": ["limits:read", "limits:write", "grid:read"],
         }
     ]
-    replica = Replica(
-        streams,
-        topo,
-        "api-g",
-        tmp_path / "r.log",
-        extra_env={
-            "GRIDFLEX_API__PORT": str(api_port),
-            "GRIDFLEX_API__TOKENS": json.dumps(tokens),
-            "GRIDFLEX_API__AUDIT_LOG": str(tmp_path / "audit.jsonl"),
-        },
-    )
+    replica_env = {
+        "GRIDFLEX_API__PORT": str(api_port),
+        "GRIDFLEX_API__TOKENS": json.dumps(tokens),
+        "GRIDFLEX_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
+    }
+    replica = Replica(streams, topo, "api-g", tmp_path / "r.log", extra_env=replica_env)
+    base = f"http://127.0.0.1:{api_port}"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
     try:
         replica.wait_ready()
         start_sessions(streams)
         consumed_at_least(replica, streams.topic("telemetry"), N)
-        base = f"http://127.0.0.1:{api_port}"
-        auth = {"Authorization": f"Bearer {TOKEN}"}
         t = now()
         body = {
             "target_type": "feeder",
@@ -100,9 +95,34 @@ def test_rest_limit_is_published_applied_and_cancelled(
         recs.extend(x for rs in signals.poll(timeout_ms=500).values() for x in rs)
         assert [x.key for x in recs] == [b"f1"]  # published once, keyed by the feeder
         assert httpx.delete(f"{base}/v1/limits/rest-1", headers=auth).status_code == 204
-        lines = (tmp_path / "audit.jsonl").read_text().splitlines()
-        assert [json.loads(x)["kind"] for x in lines] == ["limit.received", "limit.cancelled"]
+        kept = {**body, "event_id": "rest-3", "limit_kw": 9.0}
+        r = httpx.post(f"{base}/v1/limits", json=kept, headers={**auth, "Idempotency-Key": "k3"})
+        assert r.status_code == 201, r.text
+        lines = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+        limits = [
+            (e["kind"], e["payload"]["event_id"]) for e in lines if e["kind"].startswith("limit.")
+        ]
+        assert limits == [  # once each, by the intake
+            ("limit.received", "rest-1"),
+            ("limit.cancelled", "rest-1"),
+            ("limit.received", "rest-3"),
+        ]
         assert verify(tmp_path / "audit.jsonl") == []
     finally:
         checker.stop()
         assert replica.stop() == 0
+
+    # a restarted replica rebuilds the book from the grid-signals topic: the limit still in
+    # force is listed with its source and can still be cancelled by its DSO
+    again = Replica(streams, topo, "api-g", tmp_path / "r2.log", extra_env=replica_env)
+    try:
+        again.wait_ready()
+        listed = httpx.get(f"{base}/v1/limits", headers=auth).json()
+        assert [(x["event_id"], x["source"], x["limit_kw"]) for x in listed] == [
+            ("rest-3", "rest:dso-a", 9.0)
+        ]
+        assert httpx.delete(f"{base}/v1/limits/rest-3", headers=auth).status_code == 204
+        assert httpx.get(f"{base}/v1/limits", headers=auth).json() == []
+        assert verify(tmp_path / "audit.jsonl") == []  # the same chain, continued
+    finally:
+        assert again.stop() == 0
