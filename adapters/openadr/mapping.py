@@ -48,6 +48,7 @@ gridflex target), with the event id ``oadr:{event id}:s{signal}:i{interval}:{typ
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -120,9 +121,23 @@ class PricePoint:
     event_id: str
 
 
+_ID_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._@+=-")
+
+
+def _id_part(text: str) -> str:
+    """Characters outside the id alphabet (``:`` and ``~`` too) as ``~XX`` per UTF-8 byte."""
+    return "".join(c if c in _ID_SAFE else "".join(f"~{b:02X}" for b in c.encode()) for c in text)
+
+
 def limit_event_id(event_id: str, signal: int, interval: int, target: OpenAdrTarget) -> str:
-    """The gridflex limit id of one (signal, interval, target) of an OpenADR event."""
-    return f"oadr:{event_id}:s{signal}:i{interval}:{target.type}:{target.id}"
+    """The gridflex limit id of one (signal, interval, target) of an OpenADR event: a valid
+    intake id whatever the VTN sends (odd characters escaped; over 128 characters, the
+    first 95 and a SHA-256 digest of the whole, so it stays unique and stable)."""
+    full = f"oadr:{_id_part(event_id)}:s{signal}:i{interval}:{target.type}:{_id_part(target.id)}"
+    if len(full) <= 128:
+        return full
+    digest = hashlib.sha256(full.encode("utf-8")).hexdigest()[:32]
+    return f"{full[:95]}~{digest}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -582,3 +582,13 @@ def test_public_surface_of_the_openadr_adapter() -> None:
         "limit_event_id",
         "price_series",
     ]
+
+
+@pytest.mark.parametrize("oadr_id", ["E 1/2", "évé\nnt", "x" * 300, "a:b~c"])
+def test_limit_ids_are_valid_intake_ids_whatever_the_vtn_sends(oadr_id: str) -> None:
+    from adapters.dso.intake import event_id_issues
+
+    lid = limit_event_id(oadr_id, 0, 3, F1)
+    assert event_id_issues(lid) == [] and lid.startswith("oadr:")
+    assert lid == limit_event_id(oadr_id, 0, 3, F1)  # stable
+    assert lid != limit_event_id(oadr_id + "x", 0, 3, F1)  # distinct
