@@ -19,6 +19,7 @@ Clients and their settings (the invariants are those of :mod:`adapters.stream.tr
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -47,6 +48,19 @@ from aggregator.errors import TransientIO
 __all__ = ["ConfluentTransport"]
 
 _TIMEOUT_S = 10.0
+
+
+def _watermarks(consumer: Any, tp: Any) -> tuple[int, int]:
+    """Low and high watermark, retried while a new topic's leader is being elected."""
+    deadline = time.monotonic() + _TIMEOUT_S
+    while True:
+        try:
+            lo, hi = consumer.get_watermark_offsets(tp, timeout=_TIMEOUT_S, cached=False)
+            return int(lo), int(hi)
+        except KafkaException as exc:
+            if time.monotonic() >= deadline:
+                raise TransientIO(f"offsets of {tp.topic}:{tp.partition}: {exc}") from exc
+            time.sleep(0.1)
 
 
 def _message(m: Any) -> Message:
@@ -155,12 +169,7 @@ class ConfluentTransport:
     def _watermarks(self, tps: Sequence[TopicPartition], high: bool) -> dict[TopicPartition, int]:
         out: dict[TopicPartition, int] = {}
         for tp in tps:
-            try:
-                lo, hi = self._consumer.get_watermark_offsets(
-                    CTP(tp.topic, tp.partition), timeout=_TIMEOUT_S, cached=False
-                )
-            except KafkaException as exc:
-                raise TransientIO(f"offsets of {tp}: {exc}") from exc
+            lo, hi = _watermarks(self._consumer, CTP(tp.topic, tp.partition))
             out[tp] = hi if high else lo
         return out
 
@@ -201,8 +210,8 @@ class ConfluentTransport:
     # ------------------------------------------------------------------ topics
 
     def partitions(self, topic: str) -> list[int] | None:
-        try:
-            meta = self._admin.list_topics(topic=topic, timeout=_TIMEOUT_S)
+        try:  # all topics: a metadata request naming one may auto-create it on the broker
+            meta = self._admin.list_topics(timeout=_TIMEOUT_S)
         except KafkaException as exc:
             raise TransientIO(f"metadata of {topic}: {exc}") from exc
         t = meta.topics.get(topic)
@@ -236,7 +245,7 @@ class ConfluentTransport:
             tps = [CTP(topic, p) for p in parts]
             ends = {}
             for tp in tps:
-                _lo, hi = reader.get_watermark_offsets(tp, timeout=_TIMEOUT_S, cached=False)
+                _lo, hi = _watermarks(reader, tp)
                 ends[tp.partition] = hi
             if since_ms is None:
                 start = [CTP(topic, p, OFFSET_BEGINNING) for p in parts]

@@ -115,7 +115,9 @@ class KafkaPythonTransport:
 
     def poll(self, timeout_s: float, max_records: int) -> Sequence[Message]:
         try:
-            got = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+            # kafka-python 3 completes a group join only in a poll that may wait: >= 5 ms
+            wait_ms = max(5, int(timeout_s * 1000))
+            got = self._consumer.poll(timeout_ms=wait_ms, max_records=max_records)
         except KafkaError as exc:
             raise TransientIO(str(exc)) from exc
         return [_message(r) for records in got.values() for r in records]
@@ -188,9 +190,12 @@ class KafkaPythonTransport:
             meta = self._admin.describe_topics([topic])
         except KafkaError as exc:
             raise TransientIO(f"metadata of {topic}: {exc}") from exc
-        for t in meta:
-            if t.get("topic") == topic and not t.get("error_code") and t.get("partitions"):
-                return sorted(int(p["partition"]) for p in t["partitions"])
+        for t in meta:  # kafka-python 2.x names it "topic", 3.x "name"
+            name = t.get("name", t.get("topic"))
+            if name == topic and not t.get("error_code") and t.get("partitions"):
+                return sorted(
+                    int(p.get("partition_index", p.get("partition"))) for p in t["partitions"]
+                )
         return None
 
     def read(
