@@ -13,7 +13,9 @@ The intake, and nothing else:
    injected ``publish(key, message)`` — the grid-signals topic on Kafka, a queue the
    service loop drains in embedded mode — and stores nothing when that fails
    (:class:`~aggregator.errors.TransientIO`);
-4. **audits once**: ``limit.received`` / ``limit.cancelled`` with the limit's ``source``;
+4. **audits once**: ``limit.received`` / ``limit.cancelled`` with the limit's ``source``
+   (a failing audit log is logged as an error; it never turns a published limit into a
+   reported failure);
 5. keeps **the book of limits in force** (:class:`LimitsInForce`) that ``GET /v1/limits``
    reads: every source, with its source, dropped when its window ends.
 
@@ -40,6 +42,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Final
+
+import structlog
 
 from adapters.dso.audit import AuditLog, limit_cancelled, limit_received
 from aggregator.errors import InvalidInput, Issue, TransientIO
@@ -74,6 +78,8 @@ LATEST: Final = datetime(2100, 1, 1, tzinfo=UTC)
 MAX_LIMIT_KW: Final = 1_000_000.0
 FLEET_KEY: Final = "fleet"
 EVENT_ID_TAKEN: Final = "event_id_taken"
+
+_log = structlog.get_logger("gridflex.dso")
 
 Signal = DsoLimitMessage | DsoLimitCancel
 Publish = Callable[[str, Signal], None]
@@ -252,8 +258,7 @@ class LimitIntake:
             entry = BookEntry(limit=msg.to_domain(), received_at=now, key=key)
             before = self.book.get(limit.event_id)
             self.book.put(entry)
-            if self.audit is not None:
-                limit_received(self.audit, entry.limit, now)
+            self._audit(lambda log: limit_received(log, entry.limit, now), limit.event_id)
         return entry, before
 
     def cancel(self, event_id: str, *, source: str) -> BookEntry | None:
@@ -279,8 +284,9 @@ class LimitIntake:
                 )
             self._send(known.key, DsoLimitCancel(ts=now, event_id=event_id, source=source))
             self.book.pop(event_id)
-            if self.audit is not None:
-                limit_cancelled(self.audit, event_id, now, source=source, found=True)
+            self._audit(
+                lambda log: limit_cancelled(log, event_id, now, source=source, found=True), event_id
+            )
         return known
 
     def observe(self, msg: Signal, *, key: str | None = None) -> None:
@@ -296,6 +302,16 @@ class LimitIntake:
             if limit_issues(limit, self.topology, self.clock()):
                 return
             self.book.put(BookEntry(limit=limit, received_at=msg.ts, key=key or self.key(limit)))
+
+    def _audit(self, write: Callable[[AuditLog], object], event_id: str) -> None:
+        """Audit what was applied; a failing audit log is logged, never turned into a
+        failure of a limit that is already published (the answer must stay true)."""
+        if self.audit is None:
+            return
+        try:
+            write(self.audit)
+        except (InvalidInput, OSError, ValueError) as exc:
+            _log.error("audit_append_failed", event_id=event_id, error=repr(exc))
 
     def _send(self, key: str, msg: Signal) -> None:
         try:

@@ -150,3 +150,15 @@ def test_the_book_is_rebuilt_from_the_published_records() -> None:
     assert restarted.book.get("keep") == first.book.get("keep")
     # windows that ended meanwhile are not in force any more
     assert restarted.book.entries(T0 + timedelta(hours=3)) == []
+
+
+def test_a_failing_audit_log_does_not_make_a_published_limit_look_failed(
+    tmp_path: Path,
+) -> None:
+    sent: Sent = []
+    audit = AuditLog(tmp_path / "a.jsonl", fsync=False)
+    audit.close()  # every append now raises
+    i = intake(sent, audit)
+    entry, _ = i.submit(lim())
+    assert i.book.get("e1") == entry and len(sent) == 1
+    assert i.cancel("e1", source="rest:dso-a") == entry

@@ -180,3 +180,26 @@ def test_embedded_serve_takes_telemetry_over_http_and_sends_setpoints(tmp_path: 
         stop.set()
         thread.join(60)
     assert code == [0]
+
+
+def test_serve_refuses_an_audit_log_tampered_in_the_middle(tmp_path: Path) -> None:
+    """Regression (issue 15.6): serve appended to a chain edited in the middle."""
+    from adapters.dso.audit import AuditLog, fallback_taken
+
+    log_path = tmp_path / "audit.jsonl"
+    with AuditLog(log_path, fsync=False) as log:
+        for i in range(3):
+            fallback_taken(log, f"r{i}", datetime(2026, 1, 1, i, tzinfo=UTC))
+    lines = log_path.read_text().splitlines()
+    entry = json.loads(lines[1])
+    entry["payload"]["reason"] = "edited"
+    lines[1] = json.dumps(entry)
+    log_path.write_text("\n".join(lines) + "\n")
+    before = log_path.read_bytes()
+    topo = tmp_path / "topology.yaml"
+    topo.write_text(TOPOLOGY)
+    settings = ServeSettings(
+        topology=topo, kafka=None, audit_log=log_path, http_port=free_port(), log_format="json"
+    )
+    assert serve(settings, threading.Event()) == 2
+    assert log_path.read_bytes() == before
