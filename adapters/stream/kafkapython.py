@@ -174,11 +174,13 @@ class KafkaPythonTransport:
         )
 
     def flush(self, timeout_s: float = 30.0) -> None:
+        # the records queued so far (others may be queued meanwhile from another thread:
+        # a later flush checks them)
+        futures, self._futures = self._futures, []
         try:
             self._producer.flush(timeout=timeout_s)
         except KafkaError as exc:
             raise TransientIO(f"flush: {exc}") from exc
-        futures, self._futures = self._futures, []
         failed = [f.exception for f in futures if f.failed()]
         if failed or any(not f.is_done for f in futures):
             raise TransientIO(f"records not acknowledged: {failed[:5]}")

@@ -143,6 +143,7 @@ class StreamRunner:
         self._last_tick = 0.0
         self._assigned: list[TopicPartition] | None = None
         self._consumed: dict[TopicPartition, int] = {}
+        self._tps: dict[tuple[str, int], TopicPartition] = {}
         self._committed: dict[TopicPartition, int] = {}
         self._catchup: dict[TopicPartition, int] | None = None
         self.catchup_deadline = 0.0  # monotonic s: failsafe-only batches after it
@@ -286,14 +287,19 @@ class StreamRunner:
             assigned, self._assigned = self._assigned, None
             self._rebuild(assigned)
         svc = self.service
+        tps = self._tps
+        consumed = self.metrics.consumed
         for m in batch:
-            self.metrics.consumed(m.topic)
-            self.state.position = (m.tp, m.offset)
+            consumed(m.topic)
+            tp = tps.get((m.topic, m.partition))
+            if tp is None:
+                tp = tps[(m.topic, m.partition)] = m.tp
+            self.state.position = (tp, m.offset)
             rejection = route(svc, m, self.topics)
             if rejection is not None:
                 self._dead_letter(m, rejection)
                 produced = True
-            self._consumed[m.tp] = m.offset + 1
+            self._consumed[tp] = m.offset + 1
         self.state.position = None
         self._busy = bool(batch)
         if self._catchup is not None:
