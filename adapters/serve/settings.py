@@ -6,6 +6,8 @@ Example environment::
     GRIDFLEX_TOPOLOGY=/etc/gridflex/topology.yaml
     GRIDFLEX_KAFKA__BOOTSTRAP=127.0.0.1:9092
     GRIDFLEX_KAFKA__GROUP_ID=gridflex
+    GRIDFLEX_KAFKA__CLIENT=confluent        # or kafka-python
+    GRIDFLEX_KAFKA__PARTITIONS=6            # for the topics created at start
     GRIDFLEX_HTTP_PORT=8080
     GRIDFLEX_SERVICE__RESERVE_KW=500
 
