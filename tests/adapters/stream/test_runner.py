@@ -242,3 +242,32 @@ def test_catchup_slower_than_the_leases_publishes_failsafe_safe_batches(
     assert out
     for b in out:
         assert all(p <= f + 1e-9 for p, f in zip(b.power_kw, b.failsafe_kw, strict=True))
+
+
+def test_a_feeder_moved_by_a_rebalance_is_published_only_under_its_limit(
+    cluster: Cluster,
+) -> None:
+    a, _ = cluster.replica()
+    a.tick_s = 0.0
+    for i in range(6):
+        cluster.start(i, "s1", max_kw=22.0)  # f1 wants 132 kW
+        cluster.start(10 + i, "s3", max_kw=22.0)
+    cycles(a)
+    cluster.limit("f1", 30.0)
+    cycles(a)
+    seen = len([x for x in cluster.batches() if x.csms_id == "csms-1"])
+    cluster.advance(2.0)
+    for i in range(6, 9):  # read by the new owner before it reaches the limit
+        cluster.start(i, "s1", max_kw=22.0)
+    b, tb = cluster.replica()
+    b.tick_s = 0.0
+    original = tb.poll  # B reads one record per poll: its catch-up spans several cycles
+    tb.poll = lambda timeout_s, max_records: original(timeout_s, 1)  # type: ignore[method-assign]
+    cycles(a, b, n=40)
+    assert a.owned_feeders == ["f3"] and b.owned_feeders == ["f1"]
+    f1 = [x for x in cluster.batches() if x.csms_id == "csms-1"][seen:]
+    assert f1, "the new owner of f1 published nothing"
+    for x in f1:  # every batch for f1 after the move: within the DSO limit
+        assert sum(x.power_kw) <= 30.0 + 1e-6 and sum(x.failsafe_kw) <= 30.0 + 1e-6
+    seqs = [x.seq for x in cluster.batches() if x.csms_id == "csms-1"]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)  # the CSMS drops none
