@@ -24,9 +24,10 @@ VEN's configured source) for OpenADR. A limit can be revised or cancelled only b
 source that owns it (:data:`EVENT_ID_TAKEN`).
 
 Durability: on Kafka the book is rebuilt at start by replaying the grid-signals topic
-through :meth:`LimitIntake.observe` (:func:`adapters.dso.replay.replay_grid_signals`), so a
-restarted API lists what is still in force. In embedded mode the book lives as long as the
-process (as does the service's own limit book).
+through :meth:`LimitIntake.observe`, then kept in step with it
+(:class:`adapters.dso.replay.GridSignalFollower`), so a restarted API lists what is still
+in force and each replica's API sees the limits posted through the others. In embedded
+mode the book lives as long as the process (as does the service's own limit book).
 
 Thread-safety: :meth:`submit` and :meth:`cancel` hold :attr:`LimitIntake.lock` around the
 whole check-publish-record-audit sequence; a caller that must check more around them (the
@@ -206,6 +207,8 @@ class LimitIntake:
         self.clock = clock
         self.book = book if book is not None else LimitsInForce()
         self.lock = threading.RLock()
+        # cancelled ids → (when, the limit's end): older records of them change nothing
+        self._cancelled: dict[str, tuple[datetime, datetime]] = {}
 
     def key(self, limit: DsoLimit) -> str:
         """The record key: the feeder of the limit's target (``"fleet"`` for the fleet)."""
@@ -257,6 +260,7 @@ class LimitIntake:
             self._send(key, msg)
             entry = BookEntry(limit=msg.to_domain(), received_at=now, key=key)
             before = self.book.get(limit.event_id)
+            self._cancelled.pop(limit.event_id, None)
             self.book.put(entry)
             self._audit(lambda log: limit_received(log, entry.limit, now), limit.event_id)
         return entry, before
@@ -284,6 +288,7 @@ class LimitIntake:
                 )
             self._send(known.key, DsoLimitCancel(ts=now, event_id=event_id, source=source))
             self.book.pop(event_id)
+            self._forget(event_id, now, known.limit.end)
             self._audit(
                 lambda log: limit_cancelled(log, event_id, now, source=source, found=True), event_id
             )
@@ -291,17 +296,32 @@ class LimitIntake:
 
     def observe(self, msg: Signal, *, key: str | None = None) -> None:
         """Take a grid signal read back from the topic into the book (no publish, no
-        audit): how the book is rebuilt after a restart. Invalid records are ignored."""
+        audit): how the book is rebuilt after a restart and kept in step with other
+        replicas. A record older than the book's entry for its id (an echo of what this
+        intake already holds) changes nothing; invalid records are ignored."""
         with self.lock:
+            known = self.book.get(msg.event_id)
+            if known is not None and known.received_at > msg.ts:
+                return
+            gone = self._cancelled.get(msg.event_id)
+            if gone is not None and gone[0] >= msg.ts:
+                return
             if isinstance(msg, DsoLimitCancel):
-                known = self.book.get(msg.event_id)
                 if known is not None and known.source == msg.source:
                     self.book.pop(msg.event_id)
+                    self._forget(msg.event_id, msg.ts, known.limit.end)
                 return
             limit = msg.to_domain()
             if limit_issues(limit, self.topology, self.clock()):
                 return
             self.book.put(BookEntry(limit=limit, received_at=msg.ts, key=key or self.key(limit)))
+
+    def _forget(self, event_id: str, at: datetime, end: datetime) -> None:
+        """Remember a cancellation until the cancelled window would have ended."""
+        now = self.clock()
+        for k in [k for k, (_, e) in self._cancelled.items() if e <= now]:
+            del self._cancelled[k]
+        self._cancelled[event_id] = (at, end)
 
     def _audit(self, write: Callable[[AuditLog], object], event_id: str) -> None:
         """Audit what was applied; a failing audit log is logged, never turned into a

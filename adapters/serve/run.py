@@ -114,15 +114,18 @@ def serve(
         http.start()
         api = None
         intake = None
+        follower = None
         if settings.api is not None or settings.openadr is not None:
-            from adapters.dso.replay import replay_grid_signals
+            from adapters.dso.replay import GridSignalFollower
             from adapters.serve.wiring import kafka_publisher
 
             publish = kafka_publisher(runner.producer, runner.topics.grid_signals)
             intake = LimitIntake(topology, publish, audit=audit, clock=clock.now)
-            replayed = replay_grid_signals(
+            follower = GridSignalFollower(
                 settings.kafka.bootstrap, runner.topics.grid_signals, intake
             )
+            replayed = follower.replay()  # the book before the API answers, then kept current
+            follower.start()
             log.info("limits_replayed", records=replayed, in_force=len(intake.book))
         if settings.api is not None and intake is not None:
             hosting = hosting_view(load_feeder_models(settings.topology), topology, clock)
@@ -152,6 +155,8 @@ def serve(
                 ven.stop()
             if api is not None:
                 api.stop()
+            if follower is not None:
+                follower.stop()
             runner.close()
             http.stop()
             log.info("stopped", audit_head=audit.head if audit is not None else None)

@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 TOKEN = "dso-a-secret-token"
 
 
-def test_rest_limit_is_published_applied_cancelled_and_listed_after_a_restart(
+def test_rest_limit_is_published_applied_cancelled_and_listed_after_a_restart_and_by_a_peer(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     streams = Streams(kafka_bootstrap)
@@ -113,16 +113,41 @@ def test_rest_limit_is_published_applied_cancelled_and_listed_after_a_restart(
         assert replica.stop() == 0
 
     # a restarted replica rebuilds the book from the grid-signals topic: the limit still in
-    # force is listed with its source and can still be cancelled by its DSO
+    # force is listed with its source and can still be cancelled by its DSO; a second
+    # replica's API (its own book, following the topic) sees what the first one takes
     again = Replica(streams, topo, "api-g", tmp_path / "r2.log", extra_env=replica_env)
+    peer_port = free_port()
+    peer_env = {
+        **replica_env,
+        "GRIDFLEX_API__PORT": str(peer_port),
+        "GRIDFLEX_AUDIT_LOG": str(tmp_path / "peer-audit.jsonl"),
+    }
+    peer = Replica(streams, topo, "api-g", tmp_path / "peer.log", extra_env=peer_env)
+    peer_base = f"http://127.0.0.1:{peer_port}"
+
+    def listed(at: str) -> list[tuple[str, str, float]]:
+        got = httpx.get(f"{at}/v1/limits", headers=auth).json()
+        return [(x["event_id"], x["source"], x["limit_kw"]) for x in got]
+
     try:
         again.wait_ready()
-        listed = httpx.get(f"{base}/v1/limits", headers=auth).json()
-        assert [(x["event_id"], x["source"], x["limit_kw"]) for x in listed] == [
-            ("rest-3", "rest:dso-a", 9.0)
-        ]
+        peer.wait_ready()
+        assert listed(base) == listed(peer_base) == [("rest-3", "rest:dso-a", 9.0)]
         assert httpx.delete(f"{base}/v1/limits/rest-3", headers=auth).status_code == 204
-        assert httpx.get(f"{base}/v1/limits", headers=auth).json() == []
+        assert listed(base) == []
+        wait_until(lambda: listed(peer_base) == [], 30, "the peer to drop the cancelled limit")
+        moved = {**body, "event_id": "rest-4", "limit_kw": 8.0}
+        r = httpx.post(
+            f"{peer_base}/v1/limits", json=moved, headers={**auth, "Idempotency-Key": "k4"}
+        )
+        assert r.status_code == 201, r.text
+        wait_until(
+            lambda: listed(base) == [("rest-4", "rest:dso-a", 8.0)],
+            30,
+            "the first replica to list the limit posted through the peer",
+        )
+        assert httpx.delete(f"{base}/v1/limits/rest-4", headers=auth).status_code == 204
         assert verify(tmp_path / "audit.jsonl") == []  # the same chain, continued
     finally:
         assert again.stop() == 0
+        assert peer.stop() == 0

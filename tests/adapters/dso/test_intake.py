@@ -162,3 +162,26 @@ def test_a_failing_audit_log_does_not_make_a_published_limit_look_failed(
     entry, _ = i.submit(lim())
     assert i.book.get("e1") == entry and len(sent) == 1
     assert i.cancel("e1", source="rest:dso-a") == entry
+
+
+def test_echoes_of_older_records_do_not_roll_the_book_back() -> None:
+    """The follower reads back what this intake published: an echo of revision 1 arriving
+    after revision 2 was accepted must not bring revision 1 back."""
+    sent: Sent = []
+    clock = [T0]
+    i = LimitIntake(TOPO, lambda k, m: sent.append((k, m)), clock=lambda: clock[0])
+    i.submit(lim(limit_kw=40.0))
+    clock[0] = T0 + timedelta(seconds=1)
+    i.submit(lim(limit_kw=30.0))
+    for key, msg in sent:  # the echoes, in topic order
+        i.observe(msg, key=key)
+    entry = i.book.get("e1")
+    assert entry is not None and entry.limit.limit_kw == 30.0
+    clock[0] = T0 + timedelta(seconds=2)
+    i.cancel("e1", source="rest:dso-a")
+    i.observe(sent[1][1], key="f2")  # a late echo of revision 2 after the cancel
+    assert i.book.get("e1") is None
+    clock[0] = T0 + timedelta(seconds=3)
+    i.submit(lim(limit_kw=20.0))  # the same id posted anew after its cancellation
+    entry = i.book.get("e1")
+    assert entry is not None and entry.limit.limit_kw == 20.0
