@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -148,3 +149,24 @@ def test_price_inbox_sets_the_service_prices() -> None:
     inbox.drain(svc)
     assert svc.prices is not None
     assert float(svc.prices.at(svc.prices.start_s)[0]) == 120.0
+
+
+def test_open_audit_exports_the_head_and_refuses_a_broken_chain(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from adapters.dso.audit import fallback_taken
+    from adapters.serve.wiring import open_audit, ven_ready
+    from aggregator.errors import InvalidInput
+
+    registry = CollectorRegistry()
+    assert open_audit(None, registry) is None
+    audit = open_audit(tmp_path / "a.jsonl", registry)
+    assert audit is not None
+    entry = fallback_taken(audit, "x", T0)
+    audit.close()
+    labels = {"hash": entry.hash, "path": str(tmp_path / "a.jsonl")}
+    assert registry.get_sample_value("gridflex_audit_head_info", labels) == 1.0
+    (tmp_path / "a.jsonl").write_text("{}\n" + (tmp_path / "a.jsonl").read_text())
+    with pytest.raises(InvalidInput):
+        open_audit(tmp_path / "a.jsonl", CollectorRegistry())
+    assert ven_ready(None)
