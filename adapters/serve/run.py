@@ -100,9 +100,13 @@ def serve(
     if settings.kafka is not None:
         from adapters.stream.runner import StreamRunner
 
-        runner = StreamRunner(
-            topology, config, settings.kafka, clock=clock, metrics=metrics, events=events
-        )
+        try:  # topics are created at start; one that cannot be is named, with its command
+            runner = StreamRunner(
+                topology, config, settings.kafka, clock=clock, metrics=metrics, events=events
+            )
+        except ConfigError as exc:
+            log.error("kafka_topics", issues=[str(i) for i in exc.issues])
+            return 2
         http = HealthServer(
             settings.http_host,
             settings.http_port,

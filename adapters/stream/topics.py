@@ -110,7 +110,7 @@ def ensure_topics(transport: Transport, settings: KafkaSettings) -> list[str]:
             else:
                 issues.append(
                     Issue(
-                        field=spec.name,
+                        field="kafka.topics",
                         code="topic_not_created",
                         ids=(spec.name,),
                         message=f"could not create it ({error}); create it with: "
@@ -120,7 +120,7 @@ def ensure_topics(transport: Transport, settings: KafkaSettings) -> list[str]:
     elif missing:
         issues.extend(
             Issue(
-                field=spec.name,
+                field="kafka.topics",
                 code="topic_missing",
                 ids=(spec.name,),
                 message="topic does not exist (create_topics is off); create it with: "
@@ -133,7 +133,7 @@ def ensure_topics(transport: Transport, settings: KafkaSettings) -> list[str]:
     if tel is not None and sig is not None and len(tel) != len(sig):
         issues.append(
             Issue(
-                field=t.grid_signals,
+                field="kafka.topics",
                 code="partition_mismatch",
                 ids=(t.telemetry, t.grid_signals),
                 message=f"{t.telemetry} has {len(tel)} partitions and {t.grid_signals} "
