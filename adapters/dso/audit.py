@@ -85,7 +85,10 @@ def _open_state(path: Path) -> tuple[int, str]:
         return 0, GENESIS
     report = check_log(path)
     issues = list(report.issues)
-    if not path.read_bytes().endswith(b"\n"):
+    with path.open("rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        torn = fh.read(1) != b"\n"
+    if torn:
         issues.append(
             Issue(field="json", message="last line is incomplete (torn write)", code="torn_write")
         )
