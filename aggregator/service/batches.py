@@ -77,13 +77,25 @@ class CsmsGroup:
 
 
 class Leases:
-    """What the service remembers about the leases in force at the CSMSs."""
+    """What the service remembers about the leases in force at the CSMSs.
 
-    def __init__(self) -> None:
+    An EVSE stays named while it has a session, while the last lease it got with a session
+    (or a seeded one) is valid, and until one batch has named it at 0 kW with failsafe 0
+    after its session ended: an EVSE whose lease lapsed holds its last failsafe value for
+    the whole failsafe duration, so it must be zeroed, not forgotten.
+    """
+
+    def __init__(self, failsafe_duration_s: float, failsafe_kw: float) -> None:
+        self.failsafe_duration_s = failsafe_duration_s
+        self.failsafe_kw = failsafe_kw
         # per fleet slot: valid_until (POSIX s) of the last batch naming it with a session
         self.until_s: NDArray[np.float64] = np.zeros(0)
+        # per fleet slot: the last batch naming it said 0 kW, failsafe 0 (no session)
+        self.zeroed: NDArray[np.bool_] = np.ones(0, dtype=np.bool_)
         # EVSEs another replica leased that are not in our fleet: csms -> evse -> until_s
+        # (named at 0 kW / failsafe 0 until zeroed once and their lease has expired)
         self._ghosts: dict[str, dict[str, float]] = {}
+        self._ghosts_zeroed: set[tuple[str, str]] = set()
         # seeded leases not yet replaced by a batch of ours: (csms, evse) -> (kW, until_s)
         self._pending: dict[tuple[str, str], tuple[float, float]] = {}
         self.version = 0  # moves when the seeded set changes
@@ -103,21 +115,33 @@ class Leases:
         power_kw: list[float],
         valid_until: datetime,
         now: datetime,
+        failsafe_kw: list[float] | None = None,
     ) -> int:
-        """Take over leases another replica issued; returns how many are still in force."""
+        """Take over leases another replica issued (its last batch for ``csms_id``);
+        returns how many are still in force (as a lease, or lapsed into their failsafe).
+
+        In force until replaced: the setpoint while the lease runs, then the failsafe value
+        (the configured failsafe power when not given) for the failsafe duration.
+        """
         until = valid_until.timestamp()
-        if until <= now.timestamp():
+        now_s = now.timestamp()
+        if until + self.failsafe_duration_s <= now_s:
             return 0
+        lapsed = until <= now_s
+        fs = failsafe_kw if failsafe_kw is not None else [self.failsafe_kw] * len(evse_ids)
         self._grow(fleet.n_slots)
         ghosts = self._ghosts.setdefault(csms_id, {})
-        for evse, kw in zip(evse_ids, power_kw, strict=True):
+        for evse, kw, f in zip(evse_ids, power_kw, fs, strict=True):
             slot = fleet.slot_of.get(evse)
             if slot is not None and fleet.csms[slot] == csms_id:
                 self.until_s[slot] = max(self.until_s[slot], until)
+                self.zeroed[slot] = False
             else:
                 ghosts[evse] = max(ghosts.get(evse, 0.0), until)
-            if kw > 0.0:
-                self._pending[(csms_id, evse)] = (float(kw), until)
+                self._ghosts_zeroed.discard((csms_id, evse))
+            held = max(f, 0.0) if lapsed else max(kw, f, 0.0)
+            if held > 0.0:
+                self._pending[(csms_id, evse)] = (float(held), until + self.failsafe_duration_s)
         self.version += 1
         return len(evse_ids)
 
@@ -151,21 +175,31 @@ class Leases:
     # ------------------------------------------------------------------ grouping
 
     def _grow(self, n: int) -> None:
-        if self.until_s.shape[0] < n:
-            grown = np.zeros(max(n, 2 * self.until_s.shape[0]))
-            grown[: self.until_s.shape[0]] = self.until_s
-            self.until_s = grown
+        have = self.until_s.shape[0]
+        if have < n:
+            size = max(n, 2 * have)
+            until = np.zeros(size)
+            until[:have] = self.until_s
+            zeroed = np.ones(size, dtype=np.bool_)
+            zeroed[:have] = self.zeroed
+            self.until_s, self.zeroed = until, zeroed
 
     def groups(self, fleet: FleetState, now_s: float) -> dict[str, CsmsGroup]:
         """Per CSMS, what its batch names now (cached while the named set is unchanged)."""
         n = fleet.n_slots
         self._grow(n)
-        named = fleet.active[:n] | (self.until_s[:n] > now_s)
-        expired_ghosts = any(u <= now_s for g in self._ghosts.values() for u in g.values())
-        if expired_ghosts:
-            for g in self._ghosts.values():
-                for evse in [e for e, u in g.items() if u <= now_s]:
-                    del g[evse]
+        until = self.until_s[:n]
+        named = fleet.active[:n] | (until > now_s) | ((until > 0.0) & ~self.zeroed[:n])
+        done = [
+            (cs, e)
+            for cs, g in self._ghosts.items()
+            for e, u in g.items()
+            if u <= now_s and (cs, e) in self._ghosts_zeroed
+        ]
+        if done:
+            for cs, e in done:
+                del self._ghosts[cs][e]
+                self._ghosts_zeroed.discard((cs, e))
             self._ghosts = {cs: g for cs, g in self._ghosts.items() if g}
             self.version += 1
         key = (fleet.version, self.version)
@@ -197,19 +231,31 @@ class Leases:
         return out
 
     def published(
-        self, fleet: FleetState, csms_ids: list[str], valid_until: datetime, now_s: float
+        self,
+        fleet: FleetState,
+        delivered: dict[str, CsmsGroup],
+        valid_until: datetime,
+        now_s: float,
     ) -> None:
-        """Batches for ``csms_ids`` went out: active slots hold a lease until
-        ``valid_until``; seeded leases of these CSMSs are replaced."""
+        """The batches of ``delivered`` (CSMS -> what its batch named) went out: their
+        active slots hold a lease until ``valid_until``, their slots without a session and
+        their seeded EVSEs are zeroed, and their seeded leases are replaced. A batch the
+        sink did not deliver (a closed gate) changes nothing here."""
         n = fleet.n_slots
         self._grow(n)
         active = fleet.active[:n]
-        self.until_s[:n][active] = valid_until.timestamp()
+        until = valid_until.timestamp()
+        for cs, g in delivered.items():
+            ix = g.slots
+            live = active[ix]
+            self.until_s[ix[live]] = until
+            self.zeroed[ix] = ~live  # named without a session: 0 kW, failsafe 0
+            if g.ghost_ids:
+                self._ghosts_zeroed.update((cs, e) for e in g.ghost_ids)
         if self._pending:
-            done = set(csms_ids)
             before = len(self._pending)
             self._pending = {
-                k: v for k, v in self._pending.items() if k[0] not in done and v[1] > now_s
+                k: v for k, v in self._pending.items() if k[0] not in delivered and v[1] > now_s
             }
             if len(self._pending) != before:
                 self.version += 1

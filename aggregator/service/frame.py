@@ -40,7 +40,7 @@ from aggregator.service.config import ServiceConfig
 from aggregator.service.planrunner import PlanResult
 from aggregator.topology import Topology
 
-__all__ = ["Frame", "build_frame", "failsafe_limits", "late_allocation_kw"]
+__all__ = ["Frame", "build_frame", "changed_sessions", "failsafe_limits", "late_allocation_kw"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,6 +51,9 @@ class Frame:
     baseline_kw: NDArray[np.float64]  # the dispatch without activation (limit-safe)
     failsafe_kw: NDArray[np.float64]
     late: NDArray[np.bool_]  # slots allocated by the fast loop, not by the plan
+    fleet_version: int  # the fleet the frame was built on, and its sessions then:
+    active: NDArray[np.bool_]
+    arrival_s: NDArray[np.float64]
     caps: Caps  # caps in force at built_at (before lease deductions)
     built_at: datetime
     caps_until: datetime | None  # next known cap change
@@ -148,6 +151,25 @@ def _minus(
     )
 
 
+def changed_sessions(
+    frame: Frame, fleet: FleetState, touched: set[int]
+) -> NDArray[np.bool_] | None:
+    """Slots whose session started or ended since ``frame`` was built (``None``: none):
+    the slots in ``touched`` (sessions started or ended through the service) and any whose
+    activity or arrival differs from the frame's (e.g. restored directly into the fleet).
+
+    The fast loop gives them 0 kW and failsafe 0 until the next refresh (at most a tick
+    away): the frame's envelope and plan powers belong to the session that was there.
+    """
+    if fleet.version == frame.fleet_version and not touched:
+        return None
+    n = frame.active.shape[0]
+    changed = (fleet.active[:n] != frame.active) | (fleet.arrival_s[:n] != frame.arrival_s)
+    if touched:
+        changed[[i for i in touched if i < n]] = True
+    return changed if changed.any() else None
+
+
 def build_frame(
     *,
     now: datetime,
@@ -229,6 +251,9 @@ def build_frame(
             fleet=fleet, topology=topology, limits=limits, config=config, now=now
         ),
         late=late,
+        fleet_version=fleet.version,
+        active=active.copy(),
+        arrival_s=fleet.arrival_s[:n].copy(),
         caps=raw,
         built_at=now,
         caps_until=limits.next_change(now),

@@ -255,6 +255,14 @@ class ProcessPlanRunner:
         return result
 
     def close(self) -> None:
+        """Stop at once: a plan being solved is abandoned (the worker is terminated, so
+        neither this call nor the interpreter's exit waits for a solver)."""
         self._waiting = None
         self._running = None
+        workers = list(getattr(self._pool, "_processes", {}).values())
         self._pool.shutdown(wait=False, cancel_futures=True)
+        for proc in workers:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in workers:
+            proc.join(timeout=5.0)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -49,6 +50,8 @@ from aggregator.messages import (
     DsoLimitMessage,
     FrequencySignal,
     GridSignal,
+    SessionEnded,
+    SessionStarted,
     SetpointBatch,
     Telemetry,
     decode_frequency,
@@ -58,7 +61,7 @@ from aggregator.messages import (
 from aggregator.planning.gridloop import GridCheck, GridModel
 from aggregator.planning.optimizer import Planner
 from aggregator.planning.request import Plan, PlanRequest
-from aggregator.service.batches import Leases, lease_end
+from aggregator.service.batches import CsmsGroup, Leases, lease_end
 from aggregator.service.config import HISTORY, PriceSeries, ServiceConfig
 from aggregator.service.events import (
     BatchesPublished,
@@ -72,7 +75,7 @@ from aggregator.service.events import (
     ServiceEvent,
     SessionChanged,
 )
-from aggregator.service.frame import Frame, build_frame
+from aggregator.service.frame import Frame, build_frame, changed_sessions
 from aggregator.service.planrunner import (
     InlinePlanRunner,
     PlanEngine,
@@ -167,7 +170,8 @@ class Service:
         self._frame: Frame | None = None
         self._frame_key: tuple[object, ...] | None = None
         self._telemetry_since_frame = False
-        self._leases = Leases()
+        self._touched: set[int] = set()  # slots whose session started/ended since the frame
+        self._leases = Leases(config.failsafe_duration_s, config.failsafe_kw)
         self._seq: Counter[str] = Counter()
         self._last_dispatch: datetime | None = None
         self._last_deviation_kw = 0.0
@@ -200,6 +204,10 @@ class Service:
         if res.outcome is ApplyOutcome.APPLIED:
             self._telemetry_since_frame = True
             self.changed_evses.add(msg.evse_id)
+            if isinstance(msg, SessionStarted | SessionEnded):
+                slot = self.fleet.slot_of.get(msg.evse_id)
+                if slot is not None:  # its frame row belongs to the session before
+                    self._touched.add(slot)
             self._session_changed(msg.evse_id)
         return res
 
@@ -261,13 +269,24 @@ class Service:
         evse_ids: list[str],
         power_kw: list[float],
         valid_until: datetime,
+        failsafe_kw: list[float] | None = None,
+        seq: int | None = None,
     ) -> int:
-        """Leases another replica issued (its last batch for ``csms_id`` read back after a
-        takeover): the EVSEs are named in this CSMS's batches until ``valid_until`` and the
-        power counts against the caps until a batch of ours replaced it. Returns how many
-        leases were still in force."""
+        """Leases another replica issued (its last batch for ``csms_id``, read back after a
+        takeover). Pass every batch whose failsafe period may still run
+        (``valid_until + failsafe_duration_s > now``), lapsed ones too: an EVSE whose lease
+        lapsed holds its failsafe value. The EVSEs are named in this CSMS's batches (0 kW
+        and failsafe 0 when they have no session here) until their lease has expired and a
+        batch has zeroed them, and what they may draw (the setpoint, or the failsafe value —
+        ``failsafe_kw``, else the configured failsafe power) counts against the caps until a
+        batch of ours replaced it. ``seq``, the batch's sequence number, keeps ours above
+        it. Returns how many leases were taken over."""
         now = self.clock.now()
-        kept = self._leases.seed(self.fleet, csms_id, evse_ids, power_kw, valid_until, now)
+        if seq is not None:
+            self._seq[csms_id] = max(self._seq[csms_id], seq)
+        kept = self._leases.seed(
+            self.fleet, csms_id, evse_ids, power_kw, valid_until, now, failsafe_kw
+        )
         if kept:
             self._publish_due = True
         return kept
@@ -426,6 +445,7 @@ class Service:
         )
         self._frame_key = self._key()
         self._telemetry_since_frame = False
+        self._touched.clear()
         return self._frame
 
     # ------------------------------------------------------------------ fast loop
@@ -448,13 +468,20 @@ class Service:
         ):
             frame = self._refresh_frame(now)
         p = self.dispatcher.dispatch(deviation_kw, frame.dispatch)
+        fs = frame.failsafe_kw
+        changed = changed_sessions(frame, self.fleet, self._touched)
+        if changed is not None:  # a session came or went since the frame: 0 until refresh
+            p[changed] = 0.0
+            self.dispatcher.enforce(p, frame.dispatch)
+            fs = np.where(changed, 0.0, fs)
         valid_until = lease_end(
             now, self.config.setpoint_validity_s, p, frame.dispatch, self.limits
         )
         now_s = now.timestamp()
         groups = self._leases.groups(self.fleet, now_s)
-        fs = frame.failsafe_kw
         floor_seq = int(now_s * 1000)
+        publish: Callable[[SetpointBatch], object] = self.sink.publish
+        delivered: dict[str, CsmsGroup] = {}
         for cs, g in groups.items():
             # epoch milliseconds, strictly increasing: a restarted service or the replica
             # that takes over a feeder continues above every sequence number sent before
@@ -476,15 +503,18 @@ class Service:
                 power_kw=power,
                 failsafe_kw=failsafe,
             )
-            self.sink.publish(batch)
-        self._leases.published(self.fleet, list(groups), valid_until, now_s)
+            if publish(batch) is not False:  # a gate may say it dropped the batch
+                delivered[cs] = g
+        self._leases.published(self.fleet, delivered, valid_until, now_s)
         elapsed = time.perf_counter() - t0
         self.dispatch_s.append(elapsed)
         self.counters["dispatches"] += 1
         self._last_dispatch = now
         self._last_deviation_kw = deviation_kw
         self._published_fleet_version = self.fleet.version
-        self._publish_due = False
+        # again at the next tick: a batch the sink dropped, or sessions served at 0 kW
+        # because they changed since the frame
+        self._publish_due = len(delivered) < len(groups) or changed is not None
         self._emit(
             BatchesPublished(
                 at=now,

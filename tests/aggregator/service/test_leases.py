@@ -138,12 +138,19 @@ def test_seeded_leases_count_until_replaced_and_are_named_until_they_expire() ->
     until = T0 + timedelta(seconds=60)
     kept = svc.seed_leases("cs-a", ["gone1", "e0"], [20.0, 11.0], until)
     assert kept == 2
-    assert svc.seed_leases("cs-a", ["old"], [5.0], T0) == 0  # already expired: ignored
+    # a lease that lapsed 10 s ago: its EVSE holds its failsafe value (3 kW) for 2 h
+    lapsed = T0 - timedelta(seconds=10)
+    assert svc.seed_leases("cs-b", ["old"], [5.0], lapsed, failsafe_kw=[3.0]) == 1
+    long_ago = T0 - timedelta(seconds=CONFIG.failsafe_duration_s + 1)
+    assert svc.seed_leases("cs-a", ["older"], [5.0], long_ago) == 0  # failsafe over too
     svc.tick()
-    first = sink.batches[-1]
+    first = sink.batches[-2] if sink.batches[-1].csms_id == "cs-b" else sink.batches[-1]
     got = names(first)
     assert got["gone1"] == (0.0, 0.0)  # the old lease is replaced by 0 kW
-    # the seeded power still counted while this batch was computed
+    zeroed = [b for b in sink.batches if b.csms_id == "cs-b"]
+    assert [names(b) for b in zeroed] == [{"old": (0.0, 0.0)}]  # a batch for its CSMS too
+    # the seeded power (20 + 11) still counted while this batch was made; cs-b has no site
+    # on this feeder, so its 3 kW counts against the fleet cap only
     assert sum(p for e, (p, _) in got.items() if e.startswith("e")) <= 60.0 - 31.0 + 1e-6
     clock.advance(1)
     svc.tick()
@@ -157,7 +164,31 @@ def test_seeded_leases_count_until_replaced_and_are_named_until_they_expire() ->
     svc.tick()
     svc.dispatch(0.0)
     assert "gone1" not in sink.batches[-1].evse_ids
-    seqs = [b.seq for b in sink.batches]
+    assert all(b.csms_id == "cs-a" for b in sink.batches[len(zeroed) + 1 :])  # "old" done
+    seqs = [b.seq for b in sink.batches if b.csms_id == "cs-a"]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     fs = np.array(sink.batches[-1].failsafe_kw)
+    assert len(fs) == 6
     assert fs.sum() <= 60.0 + 1e-9
+
+
+def test_an_evse_that_ended_unseen_is_zeroed_once_after_its_lease_lapsed() -> None:
+    """Regression (found by the in-force property test): a session ended and no batch went
+    out until its lease had lapsed; the EVSE then holds its failsafe value for 2 h, so the
+    next batch must still name it at 0 kW, failsafe 0 — once."""
+    clock = ManualClock(T0)
+    sink = ListSink()
+    svc = Service(TOPO, CONFIG, clock=clock, sink=sink, runner=NoPlans())
+    svc.handle(session(0, site="s1", csms="cs-a"))
+    svc.handle(session(1, site="s1", csms="cs-a"))
+    svc.tick()
+    assert names(sink.batches[-1])["e0"][1] > 0.0  # a failsafe value is held at the CSMS
+    svc.on_telemetry(
+        SessionEnded(ts=clock.now(), feeder_id="f1", evse_id="e0", session_id="sess0", energy_kwh=0)
+    )
+    clock.advance(CONFIG.setpoint_validity_s + 60)  # no batch meanwhile: the lease lapsed
+    svc.tick()
+    assert names(sink.batches[-1])["e0"] == (0.0, 0.0)
+    clock.advance(1)
+    svc.dispatch(0.0)
+    assert "e0" not in sink.batches[-1].evse_ids

@@ -8,7 +8,7 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from aggregator.interfaces import ManualClock
+from aggregator.interfaces import ManualClock, Record
 from aggregator.limits import Caps
 from aggregator.messages import DsoLimitCancel, DsoLimitMessage, FrequencySample, SessionEnded
 from aggregator.service.events import (
@@ -247,3 +247,21 @@ def test_engine_solves_a_job_like_the_planner() -> None:
     assert isinstance(runner, HeldRunner)
     res = PlanEngine.from_config(CONFIG).solve(runner.jobs[0])
     assert res.plan is not None and res.plan.power_kw.shape[0] == 1 and res.error is None
+
+
+def test_a_session_replaced_at_the_same_instant_gets_nothing_above_its_new_envelope() -> None:
+    """Regression (found by the in-force property test): a new session on a slot, with the
+    same arrival time as the one it replaced, was dispatched on the old session's frame."""
+    clock = ManualClock(T0)
+    sink = ListSink()
+    svc = Service(TOPO, CONFIG, clock=clock, sink=sink, runner=HeldRunner())
+    svc.handle(session(0, site="s1", csms="cs-a", kw=7.4))
+    svc.on_frequency(FrequencySample(ts=T0, hz=50.0))
+    assert sink.batches[-1].power_kw == [7.4]
+    new = session(0, site="s1", csms="cs-a", kw=3.7)
+    replaced = Record(new.topic, new.key, new.value.replace(b"sess0", b"sess9"))
+    assert svc.handle(replaced) is None
+    svc.on_frequency(FrequencySample(ts=T0, hz=50.0))
+    assert sink.batches[-1].power_kw[0] <= 3.7
+    svc.tick()
+    assert sink.batches[-1].power_kw == [3.7]

@@ -111,3 +111,13 @@ def test_the_inline_runner_solves_at_submit() -> None:
     assert res is not None and res.plan is not None and res.job is job
     assert runner.poll() is None
     assert res.plan.start <= job.made_at < res.plan.start + timedelta(seconds=CONFIG.plan_step_s)
+
+
+def test_close_does_not_wait_for_a_running_solve() -> None:
+    first, *_ = jobs(1)
+    runner = ProcessPlanRunner(EngineFactory(CONFIG))
+    runner.submit(first)
+    t0 = time.monotonic()
+    runner.close()
+    assert time.monotonic() - t0 < 10.0
+    assert runner.poll() is None
