@@ -11,7 +11,8 @@ Invariants:
   entry, a torn last line — any problem refuses the open with
   :class:`~aggregator.errors.InvalidInput` whose first issue (code
   ``audit_chain_broken``) says where it broke, followed by every problem found. Cost: one
-  read of the file at start (about 1 s per million entries).
+  read and re-hash of the file at start (measured: 5.8 s for 100 000 entries, 28.5 MB,
+  on a 2-core machine at load 7.5; rotate long-lived logs).
 * Appends happen under a lock (thread-safe within one process; one writer process per
   file); every line is flushed and, by default, fsynced; after a failed write the log
   closes itself, since a torn line may be on disk.
