@@ -88,7 +88,7 @@ def route(service: RoutedService | None, msg: Message, topics: Topics) -> Reject
             return None
         if msg.topic == topics.grid_signals:
             reason = service.on_grid_signal(decode_grid_signal(msg.value))
-            return None if reason is None else _from_reason(reason, "limit_rejected")
+            return None if reason is None else Rejection("limit_rejected", reason[:500])
     except InvalidInput as exc:
         return _invalid(exc)
     return Rejection("unknown_topic", msg.topic)

@@ -89,9 +89,12 @@ class Cluster:
 
         return make
 
-    def replica(self, **kw: object) -> tuple[StreamRunner, FakeTransport]:
+    def replica(
+        self, transport_type: type[FakeTransport] = FakeTransport, **kw: object
+    ) -> tuple[StreamRunner, FakeTransport]:
+        """A runner on a new fake transport (of ``transport_type``) in the cluster."""
         k = settings(**kw) if kw else self.kafka
-        transport = FakeTransport(
+        transport = transport_type(
             self.broker, group_id=k.group_id, frequency_topic=k.frequency_topic
         )
         runner = StreamRunner(

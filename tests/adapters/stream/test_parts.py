@@ -11,15 +11,15 @@ from kafka.partitioner.default import murmur2 as kafka_murmur2
 from adapters.csms.recording import RecordingSink
 from adapters.stream.fake import FakeBroker, FakeTransport
 from adapters.stream.gate import GatedSink
-from adapters.stream.router import Rejection, route
+from adapters.stream.router import Rejection, route, route_frequency
 from adapters.stream.state import StateWriter
 from adapters.stream.topics import ensure_topics, feeder_partition, murmur2
 from adapters.stream.transport import Message, TopicPartition, TopicSpec
 from aggregator.errors import ConfigError
-from aggregator.fleet import SessionState
+from aggregator.fleet import ApplyOutcome, ApplyResult, SessionState
 from aggregator.messages import SetpointBatch
 from aggregator.service.events import SessionChanged
-from tests.adapters.stream.conftest import T0, settings
+from tests.adapters.stream.conftest import T0, Cluster, settings
 
 
 def test_murmur2_is_kafkas_default_partitioner() -> None:
@@ -163,12 +163,44 @@ def test_the_gate_drops_then_clamps_to_failsafe_then_passes() -> None:
     assert sink.batches[-1] == batch
 
 
+class StubService:
+    """Answers the router's typed calls with fixed outcomes."""
+
+    def __init__(self, telemetry: ApplyResult, limit: str | None) -> None:
+        self.telemetry, self.limit = telemetry, limit
+
+    def on_telemetry(self, msg: object) -> ApplyResult:
+        return self.telemetry
+
+    def on_grid_signal(self, msg: object) -> str | None:
+        return self.limit
+
+    def on_frequency(self, msg: object) -> None:
+        return None
+
+
 def test_router_codes() -> None:
-    k = settings()
-    topics = k.topics()
+    topics = settings().topics()
+    cluster = Cluster()
+    cluster.start(1, "s1")
+    cluster.limit("f1", 10.0)
+    start = cluster.broker.records(topics.telemetry)[0]
+    limit = cluster.broker.records(topics.grid_signals)[0]
 
     def msg(topic: str, value: bytes | None) -> Message:
         return Message(topic=topic, partition=0, offset=0, key=b"f1", value=value)
 
-    assert route(None, msg(topics.telemetry, b"{}"), topics) == Rejection("not_ready")
-    assert route(None, msg(topics.telemetry, b"{}"), topics).reason == "not_ready"  # type: ignore[union-attr]
+    rejected = StubService(ApplyResult(ApplyOutcome.REJECTED, "unknown_site"), "target_id: no")
+    applied = StubService(ApplyResult(ApplyOutcome.DUPLICATE, "not_newer"), None)
+    assert route(None, start, topics) == Rejection("not_ready")
+    assert route(applied, start, topics) is None  # a duplicate is harmless
+    assert route(applied, limit, topics) is None
+    assert route(rejected, start, topics) == Rejection("unknown_site")
+    assert route(rejected, limit, topics) == Rejection("limit_rejected", "target_id: no")
+    assert route(applied, msg(topics.telemetry, None), topics).code == "no_value"  # type: ignore[union-attr]
+    bad = route(applied, msg(topics.telemetry, b'{"v": 1}'), topics)
+    assert bad is not None and bad.code == "invalid" and bad.reason.startswith("invalid: ")
+    assert route(applied, msg("elsewhere", b"{}"), topics) == Rejection(
+        "unknown_topic", "elsewhere"
+    )
+    assert route_frequency(applied, msg(topics.frequency, b"{}")).code == "invalid"  # type: ignore[arg-type,union-attr]

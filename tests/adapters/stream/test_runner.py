@@ -101,20 +101,7 @@ def test_no_batch_for_a_feeder_before_its_grid_signals_are_read(cluster: Cluster
     for k in range(3):  # older limits first: the one in force is read last
         cluster.limit("f1", 100.0 - k, event_id=f"old-{k}")
     cluster.limit("f1", 30.0, event_id="cut")
-    t = SlowSignals(cluster.broker, group_id="g", frequency_topic=cluster.topics.frequency)
-    from adapters.ops.metrics import Metrics
-    from adapters.stream.runner import StreamRunner
-    from tests.adapters.stream.conftest import CONFIG, TOPO
-
-    runner = StreamRunner(
-        TOPO,
-        CONFIG,
-        cluster.kafka,
-        clock=cluster.clock,
-        metrics=Metrics(),
-        make_service=cluster.make_service(),
-        transport=t,
-    )
+    runner, _ = cluster.replica(SlowSignals)
     runner.tick_s = 0.0  # tick every cycle: without the gate, batches would go out early
     published_before_caught_up = 0
     for _ in range(30):
@@ -218,20 +205,7 @@ def test_catchup_slower_than_the_leases_publishes_failsafe_safe_batches(
         def position(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
             return dict.fromkeys(tps, 0)  # never reaches the end offsets
 
-    t = Stuck(cluster.broker, group_id="g", frequency_topic=cluster.topics.frequency)
-    from adapters.ops.metrics import Metrics
-    from adapters.stream.runner import StreamRunner
-    from tests.adapters.stream.conftest import CONFIG, TOPO
-
-    runner = StreamRunner(
-        TOPO,
-        CONFIG,
-        cluster.kafka,
-        clock=cluster.clock,
-        metrics=Metrics(),
-        make_service=cluster.make_service(),
-        transport=t,
-    )
+    runner, _ = cluster.replica(Stuck)
     runner.tick_s = 0.0
     cycles(runner)
     assert not runner.gate.is_open and not cluster.batches()
