@@ -24,6 +24,8 @@ Invariants:
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -32,10 +34,12 @@ from numpy.typing import NDArray
 
 from aggregator.dispatch import DispatchFrame
 from aggregator.fleet import FleetState
+from aggregator.interfaces import SetpointSink
 from aggregator.limits import Caps, LimitBook
+from aggregator.messages import SetpointBatch
 from aggregator.topology import Topology
 
-__all__ = ["CsmsGroup", "Leases", "lease_end", "respects_caps"]
+__all__ = ["CsmsGroup", "Leases", "lease_end", "publish_batches", "respects_caps"]
 
 _TOL_KW = 1e-6
 
@@ -65,6 +69,51 @@ def lease_end(
         if not respects_caps(p, frame, limits.caps_at(t)):
             return t
     return end
+
+
+def publish_batches(
+    sink: SetpointSink,
+    groups: dict[str, CsmsGroup],
+    p: NDArray[np.float64],
+    failsafe: NDArray[np.float64],
+    seq: Counter[str],
+    *,
+    now: datetime,
+    valid_until: datetime,
+    source_ts: datetime | None,
+) -> dict[str, CsmsGroup]:
+    """One batch per CSMS to ``sink``; returns the groups whose batch was delivered (a sink
+    may return ``False`` from ``publish``: a closed gate that dropped the batch).
+
+    Sequence numbers are per CSMS, strictly increasing and never below the issue time in
+    epoch milliseconds: a restarted service or the replica that takes a feeder over
+    continues above every sequence number sent before.
+    """
+    publish: Callable[[SetpointBatch], object] = sink.publish
+    floor_seq = int(now.timestamp() * 1000)
+    delivered: dict[str, CsmsGroup] = {}
+    for cs, g in groups.items():
+        seq[cs] = max(seq[cs] + 1, floor_seq)
+        power = p[g.slots].tolist()
+        fs = failsafe[g.slots].tolist()
+        evse_ids = g.evse_ids
+        if g.ghost_ids:
+            zeros = [0.0] * len(g.ghost_ids)
+            evse_ids, power, fs = evse_ids + g.ghost_ids, power + zeros, fs + zeros
+        # trusted, internally built data: construct without re-validating 10k floats
+        batch = SetpointBatch.model_construct(
+            csms_id=cs,
+            seq=seq[cs],
+            issued_at=now,
+            valid_until=valid_until,
+            source_ts=source_ts,
+            evse_ids=evse_ids,
+            power_kw=power,
+            failsafe_kw=fs,
+        )
+        if publish(batch) is not False:
+            delivered[cs] = g
+    return delivered
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ __all__ = [
     "PlanMade",
     "RecordingEventSink",
     "ServiceEvent",
+    "ServiceStatus",
     "SessionChanged",
 ]
 
@@ -112,6 +113,17 @@ class BatchesPublished:
     deviation_kw: float
     elapsed_s: float
     source_ts: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceStatus:
+    """A read-only snapshot for health and metrics."""
+
+    at: datetime
+    sessions: int
+    plan_age_s: float | None
+    planning: bool  # a job was submitted and its result is not in yet
+    headroom_kw: dict[str, float]  # per feeder: cap now minus the limit-safe base
 
 
 ServiceEvent = (

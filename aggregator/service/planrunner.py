@@ -74,6 +74,7 @@ class PlanResult:
     grid_check: GridCheck | None = None
     grid_note: str | None = None
     grid_iterations: int = 0
+    grid_repair: object | None = None  # what the grid loop's repair did (its own type)
     verified_site_kw: NDArray[np.float64] | None = None
 
 
@@ -139,6 +140,7 @@ class PlanEngine:
             grid_check=res.check,
             grid_note=res.note,
             grid_iterations=res.iterations,
+            grid_repair=getattr(res, "repair", None),
             verified_site_kw=verified,
         )
 

@@ -30,10 +30,8 @@ feeder over, is not mistaken for a replay).
 
 from __future__ import annotations
 
-import math
 import time
 from collections import Counter, deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -52,7 +50,6 @@ from aggregator.messages import (
     GridSignal,
     SessionEnded,
     SessionStarted,
-    SetpointBatch,
     Telemetry,
     decode_frequency,
     decode_grid_signal,
@@ -61,7 +58,7 @@ from aggregator.messages import (
 from aggregator.planning.gridloop import GridCheck, GridModel
 from aggregator.planning.optimizer import Planner
 from aggregator.planning.request import Plan, PlanRequest
-from aggregator.service.batches import CsmsGroup, Leases, lease_end
+from aggregator.service.batches import Leases, lease_end, publish_batches
 from aggregator.service.config import HISTORY, PriceSeries, ServiceConfig
 from aggregator.service.events import (
     BatchesPublished,
@@ -70,19 +67,17 @@ from aggregator.service.events import (
     LimitCancelled,
     LimitRejected,
     NullSink,
-    PlanDiscarded,
-    PlanMade,
     ServiceEvent,
+    ServiceStatus,
     SessionChanged,
 )
 from aggregator.service.frame import Frame, build_frame, changed_sessions
 from aggregator.service.planrunner import (
     InlinePlanRunner,
     PlanEngine,
-    PlanJob,
-    PlanResult,
     PlanRunner,
 )
+from aggregator.service.plans import PlanDesk
 from aggregator.service.request import plan_request
 from aggregator.topology import Topology
 
@@ -105,17 +100,6 @@ class DispatchOutcome:
     deviation_kw: float
     batches: int
     elapsed_s: float
-
-
-@dataclass(frozen=True, kw_only=True)
-class ServiceStatus:
-    """A read-only snapshot for health and metrics."""
-
-    at: datetime
-    sessions: int
-    plan_age_s: float | None
-    planning: bool  # a job was submitted and its result is not in yet
-    headroom_kw: dict[str, float]  # per feeder: cap now minus the limit-safe base
 
 
 class Service:
@@ -144,7 +128,6 @@ class Service:
         self.sink = sink
         self.topics = topics
         self.grid = grid
-        self.events: EventSink = events if events is not None else NullSink()
         self.activation: Activation = activation if activation is not None else NoActivation()
         self.fleet = FleetState(topology, session_timeout_s=config.session_timeout_s)
         self.limits = LimitBook(topology)
@@ -157,16 +140,14 @@ class Service:
         self.dispatcher = Dispatcher()
         self.prices: PriceSeries | None = None
         self.counters: Counter[str] = Counter()
+        self.events: EventSink = events if events is not None else NullSink()
         # kept for adapters not yet on SessionChanged events (the state topic writer)
         self.changed_evses: set[str] = set()
-        self.plan_s: deque[float] = deque(maxlen=HISTORY)  # build + solve of solved plans
+        self.plans = PlanDesk(runner, config, self.counters, self._emit)
+        self.plan_s = self.plans.plan_s  # build + solve of solved plans (bounded)
+        self.grid_notes = self.plans.grid_notes
+        self.grid_repairs = self.plans.grid_repairs
         self.dispatch_s: deque[float] = deque(maxlen=HISTORY)  # fast-loop runs
-        self.last_grid_check: GridCheck | None = None
-        self.grid_notes: deque[str] = deque(maxlen=1_000)
-        self._result: PlanResult | None = None  # the plan in use
-        self._accepted_at: datetime | None = None
-        self._job_id = 0
-        self._submitted: tuple[int, int, int, datetime] | None = None  # lv, fv, step, at
         self._frame: Frame | None = None
         self._frame_key: tuple[object, ...] | None = None
         self._telemetry_since_frame = False
@@ -304,7 +285,7 @@ class Service:
             self._session_changed(evse)
         self.limits.expire(now)
         self._take_results(now)
-        if force_replan or self._replan_due(now):
+        if force_replan or self.plans.due(now, self.limits.version, self.fleet.version):
             self.replan()
             self._take_results(now)
         old = self._frame
@@ -328,64 +309,8 @@ class Service:
             self.dispatch(self._last_deviation_kw)
 
     def _take_results(self, now: datetime) -> None:
-        while (res := self.runner.poll()) is not None:
-            self._accept(res, now)
-
-    def _accept(self, res: PlanResult, now: datetime) -> None:
-        plan, job = res.plan, res.job
-        start = job.request.start
-        if plan is None:
-            self.counters["plans.failed"] += 1
-            self._emit(PlanDiscarded(at=now, plan_start=start, reason=res.error or "no plan"))
-            return
-        if job.limits_version != self.limits.version:
-            # built before a newer limit change: never applied over it (a newer job is due)
-            self.counters["plans.discarded"] += 1
-            self._emit(
-                PlanDiscarded(at=now, plan_start=start, reason="limits changed while planning")
-            )
-            return
-        if plan.solver != "none":  # an empty plan solved nothing
-            self.plan_s.append(plan.build_s + plan.solve_s)
-            self.counters["plans.solved"] += 1
-        self.counters["plans"] += 1
-        if plan.fallback is not None:
-            self.counters["plans.fallback"] += 1
-        if res.grid_used:
-            self.counters["plans.grid_iterations"] += res.grid_iterations
-            if res.grid_check is not None:
-                self.last_grid_check = res.grid_check
-            if res.grid_note is not None:
-                self.grid_notes.append(res.grid_note)
-                self.counters["plans.grid_note"] += 1
-        self._result, self._accepted_at = res, now
-        self._frame_key = None
-        self._emit(
-            PlanMade(
-                at=now,
-                plan_start=start,
-                sessions=int(job.slots.size),
-                build_s=plan.build_s,
-                solve_s=plan.solve_s,
-                solver=plan.solver,
-                fallback=plan.fallback,
-                grid_iterations=res.grid_iterations,
-                grid_note=res.grid_note,
-                limits_version=job.limits_version,
-            )
-        )
-
-    def _replan_due(self, now: datetime) -> bool:
-        sub = self._submitted
-        if sub is None:
-            return True
-        lv, fv, step, at = sub
-        if self.limits.version != lv:
-            return True
-        if math.floor(now.timestamp() / self.config.plan_step_s) != step:
-            return True
-        waited = (now - at).total_seconds() >= self.config.min_replan_interval_s
-        return self.fleet.version != fv and waited
+        if self.plans.take(now, self.limits.version):
+            self._frame_key = None  # a new plan: the frame is rebuilt
 
     def plan_request(self, now: datetime) -> tuple[PlanRequest, NDArray[np.intp]]:
         """The planning problem for the sessions active at ``now``, and their slots."""
@@ -397,20 +322,8 @@ class Service:
         """Submit a plan job for now (the runner solves it; :meth:`tick` takes it)."""
         now = self.clock.now()
         req, slots = self.plan_request(now)
-        self._job_id += 1
-        job = PlanJob(
-            job_id=self._job_id,
-            made_at=now,
-            request=req,
-            slots=slots,
-            arrival_s=self.fleet.arrival_s[slots].copy(),
-            limits_version=self.limits.version,
-            fleet_version=self.fleet.version,
-        )
-        step = math.floor(now.timestamp() / self.config.plan_step_s)
-        self._submitted = (self.limits.version, self.fleet.version, step, now)
-        self.counters["plans.submitted"] += 1
-        self.runner.submit(job)
+        arrival = self.fleet.arrival_s[slots].copy()
+        self.plans.submit(now, req, slots, arrival, self.limits.version, self.fleet.version)
 
     # ------------------------------------------------------------------ frame
 
@@ -425,7 +338,12 @@ class Service:
         return self._key() != self._frame_key
 
     def _key(self) -> tuple[object, ...]:
-        return (id(self._result), self.limits.version, self.fleet.version, self._leases.version)
+        return (
+            id(self.plans.result),
+            self.limits.version,
+            self.fleet.version,
+            self._leases.version,
+        )
 
     def _refresh_frame(self, now: datetime) -> Frame:
         site_kw, feeder_kw, fleet_kw = self._leases.pending_kw(
@@ -438,7 +356,7 @@ class Service:
             limits=self.limits,
             config=self.config,
             dispatcher=self.dispatcher,
-            result=self._result,
+            result=self.plans.result,
             leased_site_kw=site_kw,
             leased_feeder_kw=feeder_kw,
             leased_fleet_kw=fleet_kw,
@@ -479,32 +397,16 @@ class Service:
         )
         now_s = now.timestamp()
         groups = self._leases.groups(self.fleet, now_s)
-        floor_seq = int(now_s * 1000)
-        publish: Callable[[SetpointBatch], object] = self.sink.publish
-        delivered: dict[str, CsmsGroup] = {}
-        for cs, g in groups.items():
-            # epoch milliseconds, strictly increasing: a restarted service or the replica
-            # that takes over a feeder continues above every sequence number sent before
-            self._seq[cs] = max(self._seq[cs] + 1, floor_seq)
-            power = p[g.slots].tolist()
-            failsafe = fs[g.slots].tolist()
-            evse_ids = g.evse_ids
-            if g.ghost_ids:
-                zeros = [0.0] * len(g.ghost_ids)
-                evse_ids, power, failsafe = evse_ids + g.ghost_ids, power + zeros, failsafe + zeros
-            # trusted, internally built data: construct without re-validating 10k floats
-            batch = SetpointBatch.model_construct(
-                csms_id=cs,
-                seq=self._seq[cs],
-                issued_at=now,
-                valid_until=valid_until,
-                source_ts=source_ts,
-                evse_ids=evse_ids,
-                power_kw=power,
-                failsafe_kw=failsafe,
-            )
-            if publish(batch) is not False:  # a gate may say it dropped the batch
-                delivered[cs] = g
+        delivered = publish_batches(
+            self.sink,
+            groups,
+            p,
+            fs,
+            self._seq,
+            now=now,
+            valid_until=valid_until,
+            source_ts=source_ts,
+        )
         self._leases.published(self.fleet, delivered, valid_until, now_s)
         elapsed = time.perf_counter() - t0
         self.dispatch_s.append(elapsed)
@@ -534,12 +436,14 @@ class Service:
     @property
     def plan(self) -> Plan | None:
         """The plan the fast loop dispatches around (immutable)."""
-        return self._result.plan if self._result is not None else None
+        res = self.plans.result
+        return res.plan if res is not None else None
 
     @property
     def last_request(self) -> PlanRequest | None:
         """The request the current plan answers (sessions, caps, steps)."""
-        return self._result.job.request if self._result is not None else None
+        res = self.plans.result
+        return res.job.request if res is not None else None
 
     def feeder_headroom_kw(self) -> dict[str, float]:
         """Per feeder, its cap now minus the limit-safe base the fast loop dispatches around."""
@@ -556,19 +460,19 @@ class Service:
             for i, f in enumerate(self.topology.feeders)
         }
 
+    @property
+    def last_grid_check(self) -> GridCheck | None:
+        return self.plans.last_grid_check
+
     def status(self) -> ServiceStatus:
+        """A read-only snapshot for health and metrics."""
         now = self.clock.now()
-        n = self.fleet.n_slots
-        sub = self._submitted
-        age = None
-        if self._accepted_at is not None and self._result is not None:
-            age = (now - self._result.job.made_at).total_seconds()
+        res = self.plans.result
         return ServiceStatus(
             at=now,
-            sessions=int(self.fleet.active[:n].sum()),
-            plan_age_s=age,
-            planning=sub is not None
-            and (self._result is None or self._result.job.job_id != self._job_id),
+            sessions=int(self.fleet.active[: self.fleet.n_slots].sum()),
+            plan_age_s=None if res is None else (now - res.job.made_at).total_seconds(),
+            planning=self.plans.waiting,
             headroom_kw=self.feeder_headroom_kw(),
         )
 
