@@ -37,7 +37,7 @@ from aggregator.fleet import FleetState
 from aggregator.limits import Caps, LimitBook
 from aggregator.planning.request import Plan
 from aggregator.service.config import ServiceConfig
-from aggregator.service.planrunner import PlanResult
+from aggregator.service.jobs import PlanResult
 from aggregator.topology import Topology
 
 __all__ = ["Frame", "build_frame", "changed_sessions", "failsafe_limits", "late_allocation_kw"]

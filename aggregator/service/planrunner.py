@@ -30,13 +30,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-import numpy as np
-from numpy.typing import NDArray
-
-from aggregator.planning.gridloop import GridCheck, GridModel, plan_site_power_kw, successive_plan
+from aggregator.planning.gridloop import GridModel, plan_site_power_kw, successive_plan
 from aggregator.planning.optimizer import Planner
 from aggregator.planning.request import Plan, PlanRequest, SiteLinearConstraints
 from aggregator.service.config import ServiceConfig
+from aggregator.service.jobs import PlanJob, PlanResult
 
 __all__ = [
     "EngineFactory",
@@ -47,35 +45,6 @@ __all__ = [
     "PlanRunner",
     "ProcessPlanRunner",
 ]
-
-
-@dataclass(frozen=True, kw_only=True)
-class PlanJob:
-    """One planning problem and what it was built from."""
-
-    job_id: int
-    made_at: datetime
-    request: PlanRequest
-    slots: NDArray[np.intp]  # fleet slot of each request row
-    arrival_s: NDArray[np.float64]  # arrival of each row's session (detects a new session)
-    limits_version: int
-    fleet_version: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class PlanResult:
-    """A solved (or failed) job. ``verified_site_kw`` (sites × steps) is the site power the
-    AC check passed, when a grid model was used and the check passed; else ``None``."""
-
-    job: PlanJob
-    plan: Plan | None
-    error: str | None = None
-    grid_used: bool = False
-    grid_check: GridCheck | None = None
-    grid_note: str | None = None
-    grid_iterations: int = 0
-    grid_repair: object | None = None  # what the grid loop's repair did (its own type)
-    verified_site_kw: NDArray[np.float64] | None = None
 
 
 class PlanEngine:

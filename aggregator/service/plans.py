@@ -27,7 +27,8 @@ from aggregator.planning.gridloop import GridCheck
 from aggregator.planning.request import PlanRequest
 from aggregator.service.config import HISTORY, ServiceConfig
 from aggregator.service.events import PlanDiscarded, PlanMade, ServiceEvent
-from aggregator.service.planrunner import PlanJob, PlanResult, PlanRunner
+from aggregator.service.jobs import PlanJob, PlanResult
+from aggregator.service.planrunner import PlanRunner
 
 __all__ = ["PlanDesk"]
 

@@ -1,0 +1,50 @@
+"""What goes to the slow loop and what comes back: :class:`PlanJob` and :class:`PlanResult`.
+
+Plain values (picklable: they cross a process boundary), with no solver behind them, so
+the fast loop's modules can read a plan without importing the planner. A job carries the
+request, the fleet slots of its rows (and their sessions' arrival, to tell a new session
+on the same slot), and the limit-book and fleet versions it was built from, by which the
+service decides whether a finished plan may still be used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+from numpy.typing import NDArray
+
+from aggregator.planning.gridloop import GridCheck
+from aggregator.planning.request import Plan, PlanRequest
+
+__all__ = ["PlanJob", "PlanResult"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanJob:
+    """One planning problem and what it was built from."""
+
+    job_id: int
+    made_at: datetime
+    request: PlanRequest
+    slots: NDArray[np.intp]  # fleet slot of each request row
+    arrival_s: NDArray[np.float64]  # arrival of each row's session (detects a new session)
+    limits_version: int
+    fleet_version: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanResult:
+    """A solved (or failed) job. ``verified_site_kw`` (sites × steps) is the site power the
+    AC check passed, when a grid model was used and the check passed; else ``None``."""
+
+    job: PlanJob
+    plan: Plan | None
+    error: str | None = None
+    grid_used: bool = False
+    grid_check: GridCheck | None = None
+    grid_note: str | None = None
+    grid_iterations: int = 0
+    grid_repair: object | None = None  # what the grid loop's repair did (its own type)
+    verified_site_kw: NDArray[np.float64] | None = None
