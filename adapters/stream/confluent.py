@@ -48,6 +48,7 @@ from aggregator.errors import TransientIO
 __all__ = ["ConfluentTransport"]
 
 _TIMEOUT_S = 10.0
+_READ_TIMEOUT_S = 120.0  # a takeover read (state, setpoints) that takes longer fails
 
 
 def _watermarks(consumer: Any, tp: Any) -> tuple[int, int]:
@@ -259,7 +260,10 @@ class ConfluentTransport:
             if not todo:
                 return
             reader.assign(start)
+            deadline = time.monotonic() + _READ_TIMEOUT_S
             while todo:
+                if time.monotonic() > deadline:
+                    raise TransientIO(f"{topic}: not read to its end in {_READ_TIMEOUT_S} s")
                 for m in reader.consume(num_messages=1000, timeout=1.0):
                     if m.error() is not None:
                         if m.error().code() == KafkaError._PARTITION_EOF:

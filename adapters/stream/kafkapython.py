@@ -10,6 +10,7 @@ for topics. kafka-python runs rebalance callbacks inside ``poll`` on the caller'
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -33,6 +34,7 @@ from aggregator.errors import TransientIO
 __all__ = ["KafkaPythonTransport"]
 
 _TIMEOUT_MS = 10_000
+_READ_TIMEOUT_S = 120.0  # a takeover read (state, setpoints) that takes longer fails
 
 
 def _message(r: Any) -> Message:
@@ -229,7 +231,10 @@ class KafkaPythonTransport:
                 for tp in tps:
                     hit = found.get(tp)
                     reader.seek(tp, ends[tp] if hit is None else hit.offset)
+            deadline = time.monotonic() + _READ_TIMEOUT_S
             while any(reader.position(tp) < ends[tp] for tp in tps):
+                if time.monotonic() > deadline:
+                    raise TransientIO(f"{topic}: not read to its end in {_READ_TIMEOUT_S} s")
                 for records in reader.poll(timeout_ms=200).values():
                     for r in records:
                         if r.offset < ends[KTP(r.topic, r.partition)]:
