@@ -521,3 +521,18 @@ def test_issues_name_the_records_ids() -> None:
     assert [(i.field, i.code, i.ids) for i in bad_json.value.issues] == [
         ("json", "json_invalid", ())
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("9999-12-31T23:00:00-05:00", "datetime_range"),  # past year 9999 once in UTC
+        ("0001-01-01T00:30:00+01:00", "datetime_range"),  # before year 1 once in UTC
+        ("2025-02-30T06:00:00Z", "datetime_parsing"),  # the shape is right, the date is not
+        ("2025-03-01T25:00:00Z", "datetime_parsing"),
+    ],
+)
+def test_times_that_cannot_be_read_get_a_code_not_a_crash(text: str, code: str) -> None:
+    d = as_dict(m.FrequencySample(ts=T0, hz=50.0))
+    d["ts"] = text
+    assert _issues_for(m.decode_frequency, d) == [("ts", code)]
