@@ -23,15 +23,17 @@ idempotent and robust to the reorderings and replays Kafka produces:
   end was already seen; a start older than the latest one seen is ``stale``.
 
 **EVSE identity.** An EVSE id belongs to one CSMS: the one that first announced it to
-this fleet state (or the one of its latest :meth:`~FleetState.restore`, which trusts the
-state topic). A ``session_started`` or ``evse_heartbeat`` naming that EVSE under another
-CSMS is rejected as ``evse_owned_by_other_csms`` with the ids (EVSE, owning CSMS,
-claiming CSMS) and changes nothing: the real session, its later meter values and the
-owning CSMS's batches are untouched. We reject rather than key slots by (CSMS, EVSE)
-because setpoint batches, the state topic and the CSMS-side lease all name an EVSE by
-its id alone; two live slots with one id would make the setpoint in force ambiguous.
-The binding outlives the session (an ended EVSE's last lease may still be in force at
-its CSMS), so moving an EVSE to another CSMS takes a resync of the replica.
+this fleet state, or that of its latest :meth:`~FleetState.restore` (which trusts the
+state topic), or of :meth:`~FleetState.bind` (EVSEs known only from leases taken over).
+A ``session_started`` or ``evse_heartbeat`` naming that EVSE under another CSMS is
+rejected as ``evse_owned_by_other_csms`` with the ids (EVSE, owning CSMS, claiming CSMS)
+and changes nothing: the real session, its later meter values and the owning CSMS's
+batches are untouched. We reject rather than key slots by (CSMS, EVSE) because setpoint
+batches, the state topic and the CSMS-side lease all name an EVSE by its id alone; two
+live slots with one id would make the setpoint in force ambiguous. The binding outlives
+the session (an ended EVSE's last lease may still be in force at its CSMS), so moving an
+EVSE to another CSMS takes a resync of the replica. A replica that never saw an EVSE
+(nor bound it) accepts the first CSMS that announces it.
 
 Times are POSIX seconds (UTC) in the table and aware datetimes at the interface. Power
 in kW, positive = import (charging), negative = export (V2G); energy in kWh, cumulative
@@ -50,6 +52,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from aggregator.errors import InvalidInput
+from aggregator.fleet.columns import SlotColumns
 from aggregator.fleet.envelopes import power_range, session_envelopes
 from aggregator.fleet.outcome import (
     APPLIED,
@@ -82,7 +85,7 @@ from aggregator.topology import Topology
 __all__ = ["FleetState"]
 
 
-class FleetState:
+class FleetState(SlotColumns):
     """Per-EVSE session state in one table indexed by slot (see the module docstring)."""
 
     def __init__(
@@ -114,78 +117,9 @@ class FleetState:
         self._ended: dict[tuple[str, str], None] = {}
         # Per EVSE, (ts, session id) of the latest start seen, applied or refused.
         self._latest_start: dict[str, tuple[float, str]] = {}
-        self._bind(new_table(capacity))
-
-    def _bind(self, table: NDArray[np.void]) -> None:
-        """Make ``table`` the storage and cache its column views (hot paths use these)."""
-        self._table = table
-        self._site: NDArray[np.intp] = table["site"]
-        self._active: NDArray[np.bool_] = table["active"]
-        self._arrival_s: NDArray[np.float64] = table["arrival_s"]
-        self._departure_s: NDArray[np.float64] = table["departure_s"]
-        self._last_ts_s: NDArray[np.float64] = table["last_ts_s"]
-        self._last_meter_s: NDArray[np.float64] = table["last_meter_s"]
-        self._energy_requested_kwh: NDArray[np.float64] = table["energy_requested_kwh"]
-        self._energy_kwh: NDArray[np.float64] = table["energy_kwh"]
-        self._max_power_kw: NDArray[np.float64] = table["max_power_kw"]
-        self._min_power_kw: NDArray[np.float64] = table["min_power_kw"]
-        self._power_kw: NDArray[np.float64] = table["power_kw"]
-        self._meter_lo_kw: NDArray[np.float64] = table["meter_lo_kw"]
-        self._meter_hi_kw: NDArray[np.float64] = table["meter_hi_kw"]
-
-    # ------------------------------------------------------------------ columns (views)
-
-    @property
-    def table(self) -> NDArray[np.void]:
-        """The rows in use (``n_slots`` rows of ``SLOT_DTYPE``), a read-only view."""
-        view = self._table[: self._n]
-        view.flags.writeable = False
-        return view
-
-    @property
-    def site(self) -> NDArray[np.intp]:
-        """Site index (into ``topology.sites``) per slot; columns are ``capacity`` long."""
-        return self._site
-
-    @property
-    def active(self) -> NDArray[np.bool_]:
-        return self._active
-
-    @property
-    def arrival_s(self) -> NDArray[np.float64]:
-        return self._arrival_s
-
-    @property
-    def departure_s(self) -> NDArray[np.float64]:
-        return self._departure_s
-
-    @property
-    def last_ts_s(self) -> NDArray[np.float64]:
-        return self._last_ts_s
-
-    @property
-    def last_meter_s(self) -> NDArray[np.float64]:
-        return self._last_meter_s
-
-    @property
-    def energy_requested_kwh(self) -> NDArray[np.float64]:
-        return self._energy_requested_kwh
-
-    @property
-    def energy_kwh(self) -> NDArray[np.float64]:
-        return self._energy_kwh
-
-    @property
-    def max_power_kw(self) -> NDArray[np.float64]:
-        return self._max_power_kw
-
-    @property
-    def min_power_kw(self) -> NDArray[np.float64]:
-        return self._min_power_kw
-
-    @property
-    def power_kw(self) -> NDArray[np.float64]:
-        return self._power_kw
+        # EVSE -> CSMS for EVSEs bound without a slot (:meth:`bind`)
+        self._bound: dict[str, str] = {}
+        self._use_table(new_table(capacity))
 
     # ------------------------------------------------------------------ slots
 
@@ -204,9 +138,10 @@ class FleetState:
         if slot is not None:
             return slot
         if self._n == self._table.shape[0]:
-            self._bind(grown(self._table, 2 * self._n))
+            self._use_table(grown(self._table, 2 * self._n))
         slot = self._n
         self._n += 1
+        self._bound.pop(evse_id, None)
         self.evse_ids.append(evse_id)
         self.slot_of[evse_id] = slot
         self.csms.append(csms_id)
@@ -220,7 +155,18 @@ class FleetState:
     def owner(self, evse_id: str) -> str | None:
         """The CSMS an EVSE id belongs to (see the module docstring), ``None`` if unseen."""
         slot = self.slot_of.get(evse_id)
-        return None if slot is None else self.csms[slot]
+        return self._bound.get(evse_id) if slot is None else self.csms[slot]
+
+    def bind(self, evse_id: str, csms_id: str) -> bool:
+        """Bind an EVSE id to its CSMS without a session (no slot, no row): a replica that
+        takes over leases naming EVSEs it has no session for keeps their owners, so a
+        foreign claim is refused there too. ``False`` (nothing changes) when the EVSE is
+        already bound to another CSMS."""
+        owner = self.owner(evse_id)
+        if owner is not None:
+            return owner == csms_id
+        self._bound[evse_id] = csms_id
+        return True
 
     # ------------------------------------------------------------------ applying
 
@@ -245,10 +191,8 @@ class FleetState:
         return bool(self._site_feeder_id[self._site[slot]] == feeder_id)
 
     def _foreign(self, slot: int | None, evse_id: str, csms_id: str) -> ApplyResult | None:
-        if slot is None:
-            return None
-        owner = self.csms[slot]
-        if owner == csms_id:
+        owner = self.csms[slot] if slot is not None else self._bound.get(evse_id)
+        if owner is None or owner == csms_id:
             return None
         return reject(EVSE_OWNED_BY_OTHER_CSMS, evse_id, owner, csms_id)
 

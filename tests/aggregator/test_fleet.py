@@ -591,3 +591,17 @@ def test_session_envelopes_follow_plug_windows_and_energy() -> None:
         np.arange(3), start=at(900), step_s=900.0, steps=2, now=at(1000)
     )
     np.testing.assert_array_equal(later.upper_kw[0], [11.0, 0.0])
+
+
+def test_bind_keeps_an_owner_for_an_evse_known_only_from_leases() -> None:
+    fleet = FleetState(TOPOLOGY)
+    assert fleet.bind("E1", "C-S1")
+    assert fleet.bind("E1", "C-S1")  # idempotent
+    assert not fleet.bind("E1", "C-other")
+    assert (fleet.owner("E1"), fleet.n_slots) == ("C-S1", 0)  # no slot, no row
+    refused = fleet.apply(start("E1", "SPOOF", 10, csms="C-other"))
+    assert (refused.reason, refused.ids) == (EVSE_OWNED_BY_OTHER_CSMS, ("E1", "C-S1", "C-other"))
+    assert fleet.n_slots == 0
+    assert fleet.apply(start("E1", "REAL", 20)).outcome is ApplyOutcome.APPLIED
+    assert fleet.owner("E1") == "C-S1"
+    assert not fleet.bind("E1", "C-other")
