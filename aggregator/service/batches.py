@@ -186,6 +186,7 @@ class Leases:
                 self.until_s[slot] = max(self.until_s[slot], until)
                 self.zeroed[slot] = False
             else:
+                fleet.bind(evse, csms_id)  # keep its owner: a foreign claim is refused
                 ghosts[evse] = max(ghosts.get(evse, 0.0), until)
                 self._ghosts_zeroed.discard((csms_id, evse))
             held = max(f, 0.0) if lapsed else max(kw, f, 0.0)

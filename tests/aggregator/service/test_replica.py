@@ -10,7 +10,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.stream.inprocess import RecordingSink
 from aggregator.interfaces import ManualClock, Record, Topics
 from aggregator.messages import (
     AfrrRequest,
@@ -25,6 +24,7 @@ from aggregator.messages import (
 from aggregator.service.replica import Service, ServiceConfig
 from aggregator.topology import Feeder, Site, Topology
 from markets.activation import ReserveActivation
+from tests.aggregator.service.conftest import ListSink
 
 T0 = datetime(2026, 1, 14, 17, 0, tzinfo=UTC)
 TOPICS = Topics()
@@ -34,9 +34,9 @@ TOPO = Topology(
 )
 
 
-def make(reserve_kw: float = 10.0) -> tuple[Service, RecordingSink, ManualClock]:
+def make(reserve_kw: float = 10.0) -> tuple[Service, ListSink, ManualClock]:
     clock = ManualClock(T0)
-    sink = RecordingSink()
+    sink = ListSink()
     svc = Service(
         TOPO,
         ServiceConfig(reserve_kw=reserve_kw),
@@ -87,7 +87,7 @@ def limit(
     return Record(TOPICS.grid_signals, target_id, encode(msg))
 
 
-def sums_of_last_batches(sink: RecordingSink, svc: Service) -> tuple[dict[str, float], float]:
+def sums_of_last_batches(sink: ListSink, svc: Service) -> tuple[dict[str, float], float]:
     latest = {}
     for b in sink.batches:
         latest[b.csms_id] = b
