@@ -325,3 +325,40 @@ def test_property_step_cap_is_reached_somewhere_in_the_step(book: LimitBook, ste
     np.testing.assert_array_equal(plan.site_kw[:, step], lowest_site)
     np.testing.assert_array_equal(plan.feeder_kw[:, step], lowest_feeder)
     assert plan.fleet_kw[step] == lowest_fleet
+
+
+def test_next_change_and_changes_between_name_every_window_edge() -> None:
+    book = LimitBook(TOPOLOGY, [limit("A", start=10, end=40), limit("B", start=30, end=90)])
+    assert book.next_change(at(0)) == at(10)
+    assert book.next_change(at(10)) == at(30)  # strictly after
+    assert book.next_change(at(90)) is None
+    assert book.changes_between(at(0), at(100)) == [at(10), at(30), at(40), at(90)]
+    assert book.changes_between(at(10), at(40)) == [at(30)]  # open interval
+    assert LimitBook(TOPOLOGY).next_change(at(0)) is None
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 120), st.integers(1, 60), st.floats(0.0, 200.0)),
+        min_size=1,
+        max_size=5,
+    ),
+    st.integers(0, 180),
+)
+@SETTINGS
+def test_caps_are_constant_between_consecutive_changes(
+    windows: list[tuple[int, int, float]], probe: int
+) -> None:
+    book = LimitBook(
+        TOPOLOGY,
+        [limit(f"E{i}", start=s, end=s + d, limit_kw=kw) for i, (s, d, kw) in enumerate(windows)],
+    )
+    t = at(probe)
+    nxt = book.next_change(t)
+    end = nxt if nxt is not None else at(400)
+    here = book.caps_at(t)
+    for frac in (0.25, 0.5, 0.999):
+        later = book.caps_at(t + (end - t) * frac)
+        np.testing.assert_array_equal(later.site_kw, here.site_kw)
+    if nxt is not None:
+        assert nxt in book.changes_between(t - timedelta(seconds=1), nxt + timedelta(seconds=1))
