@@ -536,3 +536,52 @@ def test_plans_of_the_planner_pass_the_fleets_pebc_check() -> None:
         ("power_outside_envelope", ("E0", "step 6")),
         ("energy_above_max", ("E2", "step 1")),
     ]
+
+
+def test_the_services_own_request_and_plans_pass_the_pebc_check() -> None:
+    """The contract the service relies on: its request builder and the fleet's envelopes
+    agree, so an optimal plan (with a DSO limit and a reserve) and the fallback pass."""
+    from aggregator.fleet import FleetState
+    from aggregator.limits import DsoLimit, LimitBook, TargetType
+    from aggregator.messages import MeterValue, SessionStarted
+    from aggregator.planning.optimizer import Planner, proportional_plan
+    from aggregator.service.config import ServiceConfig
+    from aggregator.service.request import plan_request
+    from aggregator.topology import Feeder, Site, Topology
+
+    topo = Topology((Feeder("F1", 60.0),), (Site("S1", "F1", 40.0), Site("S2", "F1", 30.0)))
+    fleet = FleetState(topo)
+    rng = np.random.default_rng(7)
+    for k in range(12):
+        fleet.apply(
+            SessionStarted(
+                ts=T0,
+                feeder_id="F1",
+                site_id=f"S{1 + k % 2}",
+                evse_id=f"E{k}",
+                csms_id="C",
+                session_id=f"X{k}",
+                departure=at(float(rng.uniform(0.3, 7.0))),
+                energy_requested_kwh=float(rng.uniform(0.0, 40.0)),
+                max_power_kw=11.0,
+                min_power_kw=-11.0 if k % 3 == 0 else 0.0,
+                energy_kwh=float(rng.uniform(0.0, 5.0)),
+            )
+        )
+    fleet.apply(
+        MeterValue(
+            ts=at(0.1), feeder_id="F1", evse_id="E0", session_id="X0", energy_kwh=6, power_kw=-3
+        )
+    )
+    limits = LimitBook(topo)
+    limits.add(DsoLimit("cut", TargetType.FEEDER, "F1", at(1), at(3), 20.0))
+    config = ServiceConfig(horizon_s=6 * HOUR, reserve_kw=5.0)
+    now = at(0.37)
+    req, slots = plan_request(now, fleet=fleet, limits=limits, config=config, prices=None)
+    env = fleet.session_envelopes(
+        slots, start=req.start, step_s=req.step_s, steps=req.steps, now=now
+    )
+    assert env.validate() == []
+    for plan in (Planner("HIGHS").plan(req), proportional_plan(req, "test")):
+        assert plan.fallback is None or plan.fallback == "test"
+        assert check_plan_against_pebc(plan, req, env) == []
