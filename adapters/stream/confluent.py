@@ -64,6 +64,17 @@ def _watermarks(consumer: Any, tp: Any) -> tuple[int, int]:
             time.sleep(0.1)
 
 
+def _take(consumer: Any, n: int, timeout_s: float) -> list[Any]:
+    """Up to ``n`` messages, returning at the first one: ``consume(n, timeout)`` would wait
+    for ``n`` messages until the timeout (half of it on average, per frequency sample)."""
+    if timeout_s > 0:
+        first = consumer.poll(timeout_s)
+        if first is None:
+            return []
+        return [first, *consumer.consume(num_messages=n - 1, timeout=0)] if n > 1 else [first]
+    return list(consumer.consume(num_messages=n, timeout=0))
+
+
 def _message(m: Any) -> Message:
     headers = m.headers()
     return Message(
@@ -82,7 +93,9 @@ class ConfluentTransport:
 
     def __init__(self, settings: KafkaSettings) -> None:
         self.settings = settings
-        common = {"bootstrap.servers": settings.bootstrap}
+        # Nagle off: a lone small record (a batch, a frequency sample) is sent at once, not
+        # after the peer's delayed ACK (kafka-python sets TCP_NODELAY by default too)
+        common = {"bootstrap.servers": settings.bootstrap, "socket.nagle.disable": True}
         self._errors: list[str] = []
         self._producer = Producer(
             {
@@ -141,7 +154,7 @@ class ConfluentTransport:
 
     def poll(self, timeout_s: float, max_records: int) -> Sequence[Message]:
         try:
-            raw = self._consumer.consume(num_messages=max_records, timeout=timeout_s)
+            raw = _take(self._consumer, max_records, timeout_s)
         except KafkaException as exc:
             raise TransientIO(str(exc)) from exc
         return [_message(m) for m in raw if m.error() is None]
@@ -152,6 +165,7 @@ class ConfluentTransport:
             self._freq = Consumer(
                 {
                     "bootstrap.servers": self.settings.bootstrap,
+                    "socket.nagle.disable": True,
                     "client.id": f"{self.settings.client_id}-frequency",
                     "group.id": f"{self.settings.group_id}-frequency-{uuid.uuid4().hex[:8]}",
                     "enable.auto.commit": False,
@@ -160,7 +174,7 @@ class ConfluentTransport:
             )
             parts = self.partitions(topic) or [0]
             self._freq.assign([CTP(topic, p, OFFSET_END) for p in parts])
-        raw = self._freq.consume(num_messages=1000, timeout=timeout_s)
+        raw = _take(self._freq, 1000, timeout_s)
         return [_message(m) for m in raw if m.error() is None]
 
     def position(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
@@ -264,7 +278,7 @@ class ConfluentTransport:
             while todo:
                 if time.monotonic() > deadline:
                     raise TransientIO(f"{topic}: not read to its end in {_READ_TIMEOUT_S} s")
-                for m in reader.consume(num_messages=1000, timeout=1.0):
+                for m in _take(reader, 1000, 1.0):
                     if m.error() is not None:
                         if m.error().code() == KafkaError._PARTITION_EOF:
                             todo.discard(m.partition())
