@@ -605,3 +605,21 @@ def test_bind_keeps_an_owner_for_an_evse_known_only_from_leases() -> None:
     assert fleet.apply(start("E1", "REAL", 20)).outcome is ApplyOutcome.APPLIED
     assert fleet.owner("E1") == "C-S1"
     assert not fleet.bind("E1", "C-other")
+
+
+def test_the_public_surface_is_pinned() -> None:
+    import aggregator.fleet as package
+
+    assert sorted(package.__all__) == [
+        "EVSE_OWNED_BY_OTHER_CSMS",
+        "OVER_REQUEST_TOLERANCE_KWH",
+        "POWER_TOLERANCE_KW",
+        "POWER_TOLERANCE_REL",
+        "SLOT_DTYPE",
+        "ApplyOutcome",
+        "ApplyResult",
+        "FleetState",
+        "SessionState",
+        "SnapshotRow",
+    ]
+    assert all(hasattr(package, name) for name in package.__all__)

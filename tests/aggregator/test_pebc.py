@@ -585,3 +585,23 @@ def test_the_services_own_request_and_plans_pass_the_pebc_check() -> None:
     for plan in (Planner("HIGHS").plan(req), proportional_plan(req, "test")):
         assert plan.fallback is None or plan.fallback == "test"
         assert check_plan_against_pebc(plan, req, env) == []
+
+
+def test_the_public_surface_is_pinned() -> None:
+    import aggregator.pebc as package
+
+    assert sorted(package.__all__) == [
+        "EnergyConstraint",
+        "EnergyTransferPlan",
+        "PlanLike",
+        "PowerConstraints",
+        "PowerEnvelope",
+        "PowerRange",
+        "RequestLike",
+        "SessionEnvelopes",
+        "check_energy_feasible",
+        "check_plan",
+        "check_plan_against_pebc",
+        "is_utc",
+    ]
+    assert all(hasattr(package, name) for name in package.__all__)
