@@ -610,16 +610,18 @@ def test_bind_keeps_an_owner_for_an_evse_known_only_from_leases() -> None:
 def test_the_public_surface_is_pinned() -> None:
     import aggregator.fleet as package
 
-    assert sorted(package.__all__) == [
-        "EVSE_OWNED_BY_OTHER_CSMS",
-        "OVER_REQUEST_TOLERANCE_KWH",
-        "POWER_TOLERANCE_KW",
-        "POWER_TOLERANCE_REL",
-        "SLOT_DTYPE",
-        "ApplyOutcome",
-        "ApplyResult",
-        "FleetState",
-        "SessionState",
-        "SnapshotRow",
-    ]
+    assert sorted(package.__all__) == sorted(
+        [
+            "EVSE_OWNED_BY_OTHER_CSMS",
+            "OVER_REQUEST_TOLERANCE_KWH",
+            "POWER_TOLERANCE_KW",
+            "POWER_TOLERANCE_REL",
+            "SLOT_DTYPE",
+            "ApplyOutcome",
+            "ApplyResult",
+            "FleetState",
+            "SessionState",
+            "SnapshotRow",
+        ]
+    )
     assert all(hasattr(package, name) for name in package.__all__)

@@ -590,18 +590,20 @@ def test_the_services_own_request_and_plans_pass_the_pebc_check() -> None:
 def test_the_public_surface_is_pinned() -> None:
     import aggregator.pebc as package
 
-    assert sorted(package.__all__) == [
-        "EnergyConstraint",
-        "EnergyTransferPlan",
-        "PlanLike",
-        "PowerConstraints",
-        "PowerEnvelope",
-        "PowerRange",
-        "RequestLike",
-        "SessionEnvelopes",
-        "check_energy_feasible",
-        "check_plan",
-        "check_plan_against_pebc",
-        "is_utc",
-    ]
+    assert sorted(package.__all__) == sorted(
+        [
+            "EnergyConstraint",
+            "EnergyTransferPlan",
+            "PlanLike",
+            "PowerConstraints",
+            "PowerEnvelope",
+            "PowerRange",
+            "RequestLike",
+            "SessionEnvelopes",
+            "check_energy_feasible",
+            "check_plan",
+            "check_plan_against_pebc",
+            "is_utc",
+        ]
+    )
     assert all(hasattr(package, name) for name in package.__all__)
