@@ -32,8 +32,9 @@ Decoders (:func:`decode_telemetry` …) never raise anything but
 :class:`~aggregator.errors.Issue` whose ``field`` is the dotted location of the bad value,
 whose ``code`` is pydantic's stable error type or ours (``float_type``, ``int_type``,
 ``datetime_type``, ``datetime_iso``, ``datetime_parsing``, ``datetime_range``,
-``timezone_aware``, ``missing``, ``extra_forbidden``, ``json_invalid`` …) and whose ``ids`` are the record's ids where it has them (EVSE,
-session, CSMS, event id, in that order).
+``timezone_aware``, ``missing``, ``extra_forbidden``, ``json_invalid`` …) and whose
+``ids`` are the record's ids where it has them (EVSE, session, CSMS, event id, in that
+order).
 """
 
 from __future__ import annotations
