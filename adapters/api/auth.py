@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Final
 
 from fastapi import Depends, HTTPException, Request, status
@@ -109,7 +109,7 @@ class TokenRegistry:
             if len(digest) != 64 or not set(digest) <= _HEX:
                 shown = digest[:8] + "…" if len(digest) > 8 else digest
                 issues.append(Issue("tokens", "key must be a SHA-256 hex digest", (shown,)))
-            issues += [Issue(f"tokens.{i.field}", i.message, i.ids) for i in principal.validate()]
+            issues += [replace(i, field=f"tokens.{i.field}") for i in principal.validate()]
         if issues:
             raise ConfigError(issues)
         self._entries: tuple[tuple[bytes, Principal], ...] = tuple(

@@ -263,7 +263,7 @@ def load_scenario_and_feeder(path: Path) -> tuple[Scenario, grid.FeederModel]:
         try:
             model = grid.load_feeder(feeder_spec)
         except InvalidInput as exc:
-            issues.extend(Issue("feeder", i.message, i.ids) for i in exc.issues)
+            issues.extend(dataclasses.replace(i, field="feeder") for i in exc.issues)
     feeder_id = model.feeder_id if model is not None else feeder_spec
     placements: list[grid.SitePlacement] = []
     csms: dict[str, str] = {}

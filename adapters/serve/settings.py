@@ -168,7 +168,8 @@ def load_settings(file: Path | None = None, **overrides: Any) -> ServeSettings:
         _FILE_VALUES.reset(token)
     # the service's own rules (e.g. reserve_kw ≥ 0), checked now rather than at start-up
     issues = [
-        Issue(f"service.{i.field}", i.message, i.ids) for i in settings.service.config().validate()
+        dataclasses.replace(i, field=f"service.{i.field}")
+        for i in settings.service.config().validate()
     ]
     if issues:
         raise ConfigError(issues)
