@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -28,7 +27,6 @@ from aggregator.messages import (
     FrequencySample,
     SessionStarted,
     SetpointBatch,
-    decode_setpoints,
     encode,
 )
 from tests.conftest import wait_until
@@ -218,16 +216,6 @@ def send(producer: KafkaProducer, topic: str, key: str | None, msg: object) -> N
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-def read_batches(consumer: KafkaConsumer, seconds: float) -> list[SetpointBatch]:
-    """Every batch the consumer receives within ``seconds`` (a time-boxed read)."""
-    out: list[SetpointBatch] = []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        for records in consumer.poll(timeout_ms=200).values():
-            out.extend(decode_setpoints(r.value) for r in records)
-    return out
 
 
 def answer(
