@@ -1,4 +1,9 @@
-"""Slow-loop benchmark: first plan, DPP re-solve and fresh rebuild of the cvxpy planner.
+"""Slow-loop benchmark: first plan, re-plan and fresh rebuild of the planner.
+
+``--baseline`` runs the cvxpy formulation (``Planner(backend="cvxpy")``, the planner
+before issue 8) on the same requests in the same run and reports
+``resolve_over_baseline`` (re-plan median of the matrix/highspy planner over the
+baseline's) and the objectives' relative difference.
 
 What is measured, per fleet size N (sessions) and horizon T (steps of 15 min):
 
@@ -7,7 +12,9 @@ What is measured, per fleet size N (sessions) and horizon T (steps of 15 min):
 * ``resolve_s_median`` — median wall time of ``--resolves`` re-plans that change only
   parameter values (the price series × a random factor in [0.8, 1.25], the feeder cap
   × a random factor in [0.9, 1.1]) on the same sessions, so the planner re-uses the cached
-  problem (checked: ``plan.rebuilt is False``, otherwise the script exits with status 1);
+  problem (checked: ``plan.rebuilt is False``, otherwise the script exits with status 1):
+  the matrix planner changes bounds and costs in place and continues HiGHS from its
+  basis, the cvxpy baseline re-solves its DPP problem from scratch;
 * ``rebuild_s_median`` — median wall time of ``Planner(reuse=False).plan`` on the same
   changed requests (at least 3 samples): what a re-plan would cost without the cache.
 
@@ -29,7 +36,8 @@ makes a share of the sessions bidirectional (default 0).
 
 Usage (from the repo root)::
 
-    python benchmarks/planner.py --evses 1000,10000 --steps 96 --json
+    python benchmarks/planner.py --evses 1000,10000 --steps 96 --json --baseline
+    python benchmarks/planner.py --evses 10000 --steps 96 --reserve-kw 1000 --json
 """
 
 from __future__ import annotations
@@ -152,8 +160,8 @@ def timed_plan(planner: Planner, req: PlanRequest) -> tuple[Plan, dict[str, floa
     plan = planner.plan(req)
     wall = time.perf_counter() - t0
     compile_s: float | None = None
-    highs_s: float | None = None
-    prob = getattr(getattr(planner, "_problem", None), "problem", None)  # private, optional
+    highs_s: float | None = plan.solve_s if planner.backend == "matrix" else None
+    prob = planner.last_problem if planner.backend == "cvxpy" else None
     if prob is not None:
         compile_s = getattr(prob, "compilation_time", None)
         stats = getattr(prob, "solver_stats", None)
@@ -195,7 +203,7 @@ def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 4)
 
 
-def run_one(n: int, args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+def run_one(n: int, args: argparse.Namespace, backend: str) -> tuple[dict[str, Any], list[str]]:
     rng = np.random.default_rng([args.seed, n])
     req = make_request(n, args.steps, rng, reserve_kw=args.reserve_kw, v2g_frac=args.v2g_frac)
     n_rebuilds = max(MIN_REBUILDS, args.rebuilds)
@@ -208,7 +216,7 @@ def run_one(n: int, args: argparse.Namespace) -> tuple[dict[str, Any], list[str]
             fallbacks.append(f"{what}: {plan.fallback}")
 
     gc.collect()
-    planner = Planner(args.solver, time_limit_s=args.time_limit, reuse=True)
+    planner = Planner(args.solver, time_limit_s=args.time_limit, reuse=True, backend=backend)
     first, first_t = timed_plan(planner, req)
     note(first, "first")
 
@@ -218,7 +226,7 @@ def run_one(n: int, args: argparse.Namespace) -> tuple[dict[str, Any], list[str]
         plan, t = timed_plan(planner, changed[i])
         note(plan, f"resolve {i}")
         if plan.rebuilt is not False:
-            errors.append(f"N={n}: resolve {i} rebuilt the problem (expected a DPP re-solve)")
+            errors.append(f"N={n} {backend}: resolve {i} rebuilt the problem (expected a re-use)")
         resolve_t.append(t)
         resolve_obj.append(plan.objective)
     del planner
@@ -227,7 +235,7 @@ def run_one(n: int, args: argparse.Namespace) -> tuple[dict[str, Any], list[str]
     rebuild_t: list[dict[str, float | None]] = []
     rel_diff: list[float] = []
     for i in range(n_rebuilds):
-        fresh = Planner(args.solver, time_limit_s=args.time_limit, reuse=False)
+        fresh = Planner(args.solver, time_limit_s=args.time_limit, reuse=False, backend=backend)
         plan, t = timed_plan(fresh, changed[i])
         note(plan, f"rebuild {i}")
         rebuild_t.append(t)
@@ -248,6 +256,7 @@ def run_one(n: int, args: argparse.Namespace) -> tuple[dict[str, Any], list[str]
         "resolve_s_median": resolve_med,
         "rebuild_s_median": rebuild_med,
         "solver": args.solver,
+        "backend": backend,
         "fallbacks": len(fallbacks),
         "rebuild_over_resolve": (
             round(rebuild_med / resolve_med, 2) if resolve_med and rebuild_med else None
@@ -262,6 +271,7 @@ def run_one(n: int, args: argparse.Namespace) -> tuple[dict[str, Any], list[str]
         "rebuild_compile_s_median": _median([t["compile_s"] for t in rebuild_t]),
         "rebuild_highs_s_median": _median([t["highs_s"] for t in rebuild_t]),
         "objective_rel_diff_max": float(f"{max(rel_diff):.3g}") if rel_diff else None,
+        "objective_first": first.objective,
         "status": first.status,
         "sites": req.n_sites,
         "variables_x": int(lengths.sum()),
@@ -291,6 +301,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--v2g-frac", type=float, default=0.0, help="share of V2G sessions")
     ap.add_argument("--time-limit", type=float, default=120.0, help="solver limit per solve (s)")
     ap.add_argument("--json", action="store_true", help="print exactly one JSON line")
+    ap.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also run the cvxpy formulation (the planner before issue 8) in the same run",
+    )
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.evses.split(",") if s.strip()]
     if not sizes or min(sizes) < 1 or args.steps < 2 or args.resolves < 1:
@@ -298,20 +313,40 @@ def main(argv: list[str] | None = None) -> int:
 
     results: list[dict[str, Any]] = []
     errors: list[str] = []
+    backends = ["matrix", "cvxpy"] if args.baseline else ["matrix"]
     for n in sizes:
-        res, errs = run_one(n, args)
+        by_backend: dict[str, dict[str, Any]] = {}
+        for backend in backends:
+            res, errs = run_one(n, args, backend)
+            by_backend[backend] = res
+            errors += errs
+            if not args.json:
+                print(
+                    f"planner: N={n} T={args.steps} {args.solver} [{backend}]: first "
+                    f"{res['first_solve_s']:.2f} s (build {res['first_build_s']:.2f}, compile "
+                    f"{res['first_compile_s']}, solver {res['first_highs_s']}); re-plan median "
+                    f"{res['resolve_s_median']:.2f} s; fresh rebuild median "
+                    f"{res['rebuild_s_median']:.2f} s; fallbacks {res['fallbacks']}",
+                    flush=True,
+                )
+        res = by_backend["matrix"]
+        if "cvxpy" in by_backend:
+            base = by_backend["cvxpy"]
+            res["baseline"] = base
+            if res["resolve_s_median"] and base["resolve_s_median"]:
+                res["resolve_over_baseline"] = round(
+                    res["resolve_s_median"] / base["resolve_s_median"], 3
+                )
+            gap = abs(res["objective_first"] - base["objective_first"])
+            gap /= max(abs(base["objective_first"]), 1.0)
+            res["objective_rel_diff_vs_baseline"] = float(f"{gap:.3g}")
+            if not args.json:
+                print(
+                    f"planner: N={n}: re-plan median / baseline = "
+                    f"{res.get('resolve_over_baseline')}",
+                    flush=True,
+                )
         results.append(res)
-        errors += errs
-        if not args.json:
-            print(
-                f"planner: N={n} T={args.steps} {args.solver}: first {res['first_solve_s']:.2f} s"
-                f" (build {res['first_build_s']:.2f}, compile {res['first_compile_s']}, "
-                f"solver {res['first_highs_s']}); DPP re-solve median "
-                f"{res['resolve_s_median']:.2f} s; fresh rebuild median "
-                f"{res['rebuild_s_median']:.2f} s (×{res['rebuild_over_resolve']}); "
-                f"fallbacks {res['fallbacks']}",
-                flush=True,
-            )
     if args.json:
         out: dict[str, Any] = {"results": results, "machine": machine_info()}
         if errors:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aggregator.limits import Caps
 from aggregator.planning.optimizer import Planner, proportional_plan
-from aggregator.planning.request import Plan, PlanRequest, PlanWeights
+from aggregator.planning.request import Plan, PlanRequest, PlanWeights, SiteLinearConstraints
 
 T0 = datetime(2026, 1, 14, tzinfo=UTC)
 TOL = 1e-5
@@ -250,7 +254,9 @@ def test_resolve_with_new_plugged_fractions_matches_a_fresh_build() -> None:
     assert not again.rebuilt
     fresh = Planner("HIGHS", reuse=False).plan(moved)
     assert again.objective == pytest.approx(fresh.objective, rel=1e-6, abs=1e-6)
-    np.testing.assert_allclose(again.power_kw, fresh.power_kw, atol=1e-4)
+    # the LP has many optima: a hot-started re-solve may pick another vertex, so compare
+    # what matters (objective, energy) and check the plan against the moved fractions
+    np.testing.assert_allclose(again.energy_kwh, fresh.energy_kwh, atol=1e-4)
     assert_plan_respects(moved, again)
 
 
@@ -273,3 +279,102 @@ def test_session_windows() -> None:
     assert first.tolist() == [1, 2, 3] and last.tolist() == [4, 3, 4]
     np.testing.assert_allclose(ff, [0.5, 600 / 900, 1 - 300 / 900])
     np.testing.assert_allclose(lf, [0.25, 600 / 900, 600 / 900])  # the third fits one step
+
+
+def _grid_rows(req: PlanRequest, seed: int) -> SiteLinearConstraints:
+    """Dense random 'sensitivity' rows on site powers, tight enough that some bind."""
+    rng = np.random.default_rng(seed)
+    rows = 6 * req.steps
+    a = np.zeros((rows, req.n_sites * req.steps))
+    for r in range(rows):
+        t = r % req.steps
+        a[r, np.arange(req.n_sites) * req.steps + t] = rng.uniform(-0.2, 1.0, req.n_sites)
+    return SiteLinearConstraints(sp.csr_matrix(a), np.full(rows, rng.uniform(8.0, 20.0)))
+
+
+@pytest.mark.parametrize(
+    "weights",
+    [
+        PlanWeights(),
+        PlanWeights(fairness_eur=50.0, peak_eur_per_kw=2.0, ramp_eur_per_kw=0.5),
+    ],
+)
+@pytest.mark.parametrize("reserve", [0.0, 12.0])
+@pytest.mark.parametrize("grid", [False, True])
+def test_matrix_model_matches_the_cvxpy_baseline(
+    weights: PlanWeights, reserve: float, grid: bool
+) -> None:
+    # every objective term and constraint of the baseline is in the matrix model: the two
+    # formulations reach the same optimum (V2G, reserve, fairness, peak, ramp, grid rows)
+    req = request(n=30, steps=12, reserve=reserve, v2g=0.3, seed=3, weights=weights)
+    if grid:
+        req = dataclasses.replace(req, site_constraints=_grid_rows(req, 3))
+    fast = Planner("HIGHS").plan(req)
+    base = Planner("HIGHS", backend="cvxpy").plan(req)
+    assert fast.fallback is None and base.fallback is None
+    assert fast.objective == pytest.approx(base.objective, rel=1e-6, abs=1e-6)
+    assert_plan_respects(req, fast)
+    if grid:
+        sc = req.site_constraints
+        assert sc is not None
+        site = np.zeros((req.n_sites, req.steps))
+        np.add.at(site, req.session_site, fast.power_kw * req.plugged_fraction())
+        worst = sc.matrix @ site.ravel()
+        if reserve:
+            a = sp.csr_matrix(sc.matrix)
+            worst = worst + a.maximum(0) @ fast.reserve_up_kw.ravel()
+            worst = worst + (-a).maximum(0) @ fast.reserve_down_kw.ravel()
+        assert np.all(worst <= sc.upper + 1e-5)
+        assert np.any(worst >= sc.upper - 1e-4)  # the case means it: some grid row binds
+
+
+def test_quadratic_term_on_both_solvers() -> None:
+    req = request(n=20, steps=10, weights=PlanWeights(quadratic_eur_per_kw2=0.01))
+    a = Planner("HIGHS").plan(req)
+    b = Planner("CLARABEL").plan(req)
+    assert a.fallback is None and b.fallback is None
+    assert a.objective == pytest.approx(b.objective, rel=1e-5, abs=1e-4)
+
+
+def test_time_limit_counts_per_solve_not_per_planner_life() -> None:
+    # regression: HiGHS's run clock accumulates over a Highs object's life; with the limit
+    # set once, a long-lived planner fell back ("time limit reached") on every plan
+    planner = Planner("HIGHS", time_limit_s=0.3)
+    req = request(n=30, steps=16)
+    runs = 0
+    while planner._highs.run_time_s < 0.9 and runs < 2000:  # well past 3 × the limit
+        changed = dataclasses.replace(
+            req, energy_needed_kwh=req.energy_needed_kwh * (1.0 + 0.01 * (runs % 7))
+        )
+        plan = planner.plan(changed)
+        assert plan.fallback is None, plan.fallback
+        runs += 1
+    assert planner._highs.run_time_s >= 0.9
+
+
+def test_resolve_of_the_same_matrix_hot_starts() -> None:
+    planner = Planner("HIGHS")
+    req = request(n=40, steps=16, seed=2)
+    first = planner.plan(req)
+    again = planner.plan(
+        dataclasses.replace(req, price_eur_per_mwh=req.price_eur_per_mwh[::-1].copy())  # type: ignore[index]
+    )
+    assert first.rebuilt and not again.rebuilt
+    other = planner.plan(request(n=41, steps=16, seed=2))  # new sessions: a new matrix
+    assert other.rebuilt
+
+
+def test_planner_writes_nothing_on_stdout() -> None:
+    # HiGHS prints a banner from C++ on fd 1 the first time a Highs object is made
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_optimizer import request\n"
+        "from aggregator.planning.optimizer import Planner\n"
+        "for s in ('HIGHS', 'CLARABEL'):\n"
+        "    assert Planner(s).plan(request()).fallback is None\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""
