@@ -8,11 +8,13 @@ Here the model is written once as ``row_lo ≤ A v ≤ row_hi``, ``col_lo ≤ v 
 Columns (``v``), in this order (:class:`Layout` holds the offsets):
 
 * ``x`` (k): power of entry (session ``j``, step ``t``), bounds ``[min·frac, max·frac]``;
-* ``site`` (S·T), ``feeder`` (F·T), ``fleet`` (T): sums of ``x`` per site, feeder and
-  step, each defined by one equality row. Without a reserve the caps are their column
+* ``site`` (one per *occupied* site-step: a session is plugged in there; an empty
+  site-step has power and reserve 0 and no columns — the demo's LP shrinks from 13 k to
+  ~4 k rows), ``feeder`` (F·T), ``fleet`` (T): sums of ``x`` per site, feeder and step,
+  each defined by one equality row. Without a reserve the caps are their column
   bounds. Every ``x`` is then in two rows only (its session's energy row and its
   site-step row): the structure of the flow EV → site/step → feeder/step → fleet/step;
-* with a reserve: ``ru``, ``rd`` (S·T, ≥ 0) and ``miss`` (2·T, ≥ 0, priced);
+* with a reserve: ``ru``, ``rd`` (per occupied site-step, ≥ 0) and ``miss`` (2·T, ≥ 0, priced);
 * V2G: a running energy ``c`` per V2G entry (bounds ``[-budget_j, need_j]``, one row
   ``c_e - c_{e-1} - h·x_e = 0``: linear in the session length, not quadratic) and a
   discharge ``dch ≥ -x`` (priced for degradation);
@@ -64,8 +66,14 @@ def cap_bound(a: NDArray[np.float64]) -> NDArray[np.float64]:
 
 @dataclass(frozen=True)
 class Layout:
-    """Column offsets of each block (``stop`` = one past the last column)."""
+    """Column offsets of each block (``stop`` = one past the last column).
 
+    ``site_steps`` are the (site × steps + step) indices that have columns: the site-steps
+    with a session plugged in (and any whose caps zero power would break, so that an
+    impossible cap stays infeasible). Elsewhere site power and reserve are 0.
+    """
+
+    site_steps: NDArray[np.intp]
     x: slice
     short: slice
     site: slice
@@ -150,8 +158,8 @@ class _Rows:
         return sp.csc_matrix((v, (r, c)), shape=(self.n, n_cols))
 
 
-def _layout(req: PlanRequest, idx: Index, v2g_entries: int) -> Layout:
-    t, s_n, f_n = req.steps, req.n_sites, req.n_feeders
+def _layout(req: PlanRequest, idx: Index, v2g_entries: int, n_st: int) -> Layout:
+    t, f_n = req.steps, req.n_feeders
     w = req.weights
     pos = 0
 
@@ -162,17 +170,33 @@ def _layout(req: PlanRequest, idx: Index, v2g_entries: int) -> Layout:
         return out
 
     x, short = take(idx.size), take(req.n_sessions)
-    site, feeder, fleet = take(s_n * t), take(f_n * t), take(t)
+    site, feeder, fleet = take(n_st), take(f_n * t), take(t)
     reserve = bool(np.any(req.reserve_kw > 0))
-    ru = take(s_n * t) if reserve else None
-    rd = take(s_n * t) if reserve else None
+    ru = take(n_st) if reserve else None
+    rd = take(n_st) if reserve else None
     miss = take(2 * t) if reserve else None
     cum = take(v2g_entries) if v2g_entries else None
     dch = take(v2g_entries) if v2g_entries else None
     worst = take(1).start if w.fairness_eur > 0 and req.n_sessions else None
     peak = take(1).start if w.peak_eur_per_kw > 0 else None
     ramp = take(t - 1) if w.ramp_eur_per_kw > 0 and t > 1 else None
-    return Layout(x, short, site, feeder, fleet, ru, rd, miss, cum, dch, worst, peak, ramp, pos)
+    return Layout(
+        np.zeros(0, dtype=np.intp),
+        x,
+        short,
+        site,
+        feeder,
+        fleet,
+        ru,
+        rd,
+        miss,
+        cum,
+        dch,
+        worst,
+        peak,
+        ramp,
+        pos,
+    )
 
 
 def _ar(s: slice) -> NDArray[np.intp]:
@@ -188,7 +212,15 @@ def build_lp(req: PlanRequest, idx: Index) -> LpModel:
     need = np.maximum(req.energy_needed_kwh, 0.0)
     v2g = np.flatnonzero(req.min_power_kw < 0)
     v2g_e = np.flatnonzero(np.isin(idx.sess_of, v2g)) if v2g.size else np.zeros(0, np.intp)
-    lay = _layout(req, idx, int(v2g_e.size))
+    site_row_full = req.session_site[idx.sess_of] * t + idx.step_of
+    site_cap_full = cap_bound(req.caps.site_kw).ravel()
+    site_exp_full = -cap_bound(req.caps.site_export_kw).ravel()
+    zero_breaks = np.flatnonzero((site_cap_full < 0) | (site_exp_full > 0))
+    occ = np.union1d(site_row_full, zero_breaks).astype(np.intp)
+    n_st = int(occ.size)
+    pos_of_st = np.full(s_n * t, -1, dtype=np.intp)
+    pos_of_st[occ] = np.arange(n_st, dtype=np.intp)
+    lay = dataclasses.replace(_layout(req, idx, int(v2g_e.size), n_st), site_steps=occ)
     cost = np.zeros(lay.n_cols)
     col_lo = np.full(lay.n_cols, -np.inf)
     col_hi = np.full(lay.n_cols, np.inf)
@@ -216,10 +248,10 @@ def build_lp(req: PlanRequest, idx: Index) -> LpModel:
         cost[lay.worst] = w.fairness_eur
 
     # site, feeder and fleet sums (site-major: site × T + step)
-    st = np.arange(s_n * t, dtype=np.intp)
-    site_row = req.session_site[idx.sess_of] * t + idx.step_of
-    rows.add(s_n * t, [(site_row, xcol, 1.0), (st, st + lay.site.start, -1.0)], 0.0, 0.0)
-    feeder_of_st = np.repeat(req.site_feeder, t) * t + np.tile(np.arange(t), s_n)
+    st = np.arange(n_st, dtype=np.intp)  # local index of an occupied site-step
+    site_row = pos_of_st[site_row_full]
+    rows.add(n_st, [(site_row, xcol, 1.0), (st, st + lay.site.start, -1.0)], 0.0, 0.0)
+    feeder_of_st = (req.site_feeder[occ // t] * t + occ % t) if t else occ
     ft = np.arange(f_n * t, dtype=np.intp)
     rows.add(
         f_n * t,
@@ -234,8 +266,8 @@ def build_lp(req: PlanRequest, idx: Index) -> LpModel:
         0.0,
         0.0,
     )
-    site_cap = cap_bound(req.caps.site_kw).ravel()
-    site_exp = -cap_bound(req.caps.site_export_kw).ravel()
+    site_cap = site_cap_full[occ]
+    site_exp = site_exp_full[occ]
     feeder_cap = cap_bound(req.caps.feeder_kw).ravel()
     fleet_cap = cap_bound(req.caps.fleet_kw)
     if req.price_eur_per_mwh is not None:
@@ -246,22 +278,22 @@ def build_lp(req: PlanRequest, idx: Index) -> LpModel:
         col_hi[lay.fleet] = fleet_cap
     else:
         assert lay.ru is not None and lay.rd is not None and lay.miss is not None
-        hi_st = np.bincount(site_row, weights=hi_x, minlength=s_n * t)
-        lo_st = np.bincount(site_row, weights=lo_x, minlength=s_n * t)
+        hi_st = np.bincount(site_row, weights=hi_x, minlength=n_st)
+        lo_st = np.bincount(site_row, weights=lo_x, minlength=n_st)
         for s in (lay.ru, lay.rd, lay.miss):
             col_lo[s] = 0.0
         cost[lay.miss] = w.reserve_shortfall_eur_per_kw
         ru, rd, site = st + lay.ru.start, st + lay.rd.start, st + lay.site.start
         # site + ru ≤ min(cap, Σ hi) and site - rd ≥ max(-export, Σ lo)
-        rows.add(s_n * t, [(st, site, 1.0), (st, ru, 1.0)], -np.inf, np.minimum(site_cap, hi_st))
-        rows.add(s_n * t, [(st, site, 1.0), (st, rd, -1.0)], np.maximum(site_exp, lo_st), np.inf)
+        rows.add(n_st, [(st, site, 1.0), (st, ru, 1.0)], -np.inf, np.minimum(site_cap, hi_st))
+        rows.add(n_st, [(st, site, 1.0), (st, rd, -1.0)], np.maximum(site_exp, lo_st), np.inf)
         rows.add(
             f_n * t,
             [(ft, ft + lay.feeder.start, 1.0), (feeder_of_st, ru, 1.0)],
             -np.inf,
             feeder_cap,
         )
-        step_of_st = np.tile(steps, s_n)
+        step_of_st = occ % t
         rows.add(
             t, [(steps, steps + lay.fleet.start, 1.0), (step_of_st, ru, 1.0)], -np.inf, fleet_cap
         )
@@ -273,6 +305,9 @@ def build_lp(req: PlanRequest, idx: Index) -> LpModel:
     sc = req.site_constraints
     if sc is not None and sc.matrix.shape[0]:
         a = sp.coo_matrix(sc.matrix)
+        col = pos_of_st[a.col]
+        keep = col >= 0  # an empty site-step's power and reserve are 0
+        a = sp.coo_matrix((a.data[keep], (a.row[keep], col[keep])), shape=(a.shape[0], n_st))
         terms = [(a.row.astype(np.intp), a.col.astype(np.intp) + lay.site.start, a.data)]
         if reserve:  # worst activation inside the reserve band, row by row
             assert lay.ru is not None and lay.rd is not None

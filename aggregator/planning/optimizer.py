@@ -166,8 +166,11 @@ def _matrix_result(
     lay = model.layout
     v = solved.v
     x = np.clip(v[lay.x], model.col_lo[lay.x], model.col_hi[lay.x])
-    ru = None if lay.ru is None else v[lay.ru]
-    rd = None if lay.rd is None else v[lay.rd]
+    ru = rd = None
+    if lay.ru is not None and lay.rd is not None:  # only occupied site-steps have columns
+        ru = np.zeros(req.n_sites * req.steps)
+        rd = np.zeros(req.n_sites * req.steps)
+        ru[lay.site_steps], rd[lay.site_steps] = v[lay.ru], v[lay.rd]
     return _plan_of(
         req, idx, x, ru, rd, solved.objective, solved.status, solver, build_s, solved.solve_s,
         rebuilt,
