@@ -1,7 +1,8 @@
 """A DSO limit holds from its window's first second, and through takeovers (issue 8 item 3,
 issue 15 item 1 and "done when").
 
-Replicas are real ``gridflex serve`` processes on a real broker, on the default client.
+Replicas are real ``gridflex serve`` processes on a real broker (the crash test on both
+Kafka clients, the window test on the default one).
 The fleet charges above a DSO feeder limit whose window opens while it charges; the
 independent :class:`~tests.integration.checker.SetpointChecker` replays every published
 batch as the CSMSs would (latest seq per CSMS, lease until ``valid_until``, then the
@@ -24,7 +25,7 @@ import pytest
 from aggregator.messages import DsoLimitMessage, MeterValue, SessionStarted
 from tests.conftest import wait_until
 from tests.integration.checker import CapModel, Limit, SetpointChecker
-from tests.integration.streaming import Replica, Streams, answer, now, send
+from tests.integration.streaming import CLIENTS, Replica, Streams, answer, now, send
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -149,8 +150,10 @@ def until(t: datetime) -> None:
     wait_until(lambda: datetime.now(UTC) >= t, max(left, 0) + 5, f"the clock at {t.isoformat()}")
 
 
-def start(streams: Streams, topology: Path, tmp: Path, name: str, group: str) -> Replica:
-    return Replica(streams, topology, group, tmp / f"{name}.log")
+def start(
+    streams: Streams, topology: Path, tmp: Path, name: str, group: str, client: str | None = None
+) -> Replica:
+    return Replica(streams, topology, group, tmp / f"{name}.log", client=client)
 
 
 def everything_named_after(checker: SetpointChecker, t: datetime) -> bool:
@@ -186,13 +189,18 @@ def test_a_limit_window_opening_while_the_fleet_charges_holds_from_its_first_sec
         assert checker.check(MODEL, [limit], t, t, grid_s=1.0).ok
 
 
+@pytest.mark.parametrize("client", CLIENTS)
 def test_two_replicas_sigkill_inside_the_window_no_batch_above_any_cap(
-    streams: Streams, replicas: list[Replica], checker: SetpointChecker, tmp_path: Path
+    client: str,
+    streams: Streams,
+    replicas: list[Replica],
+    checker: SetpointChecker,
+    tmp_path: Path,
 ) -> None:
     topology = write_topology(tmp_path / "topology.yaml")
     group = "takeover"
-    a = start(streams, topology, tmp_path, "a", group)
-    b = start(streams, topology, tmp_path, "b", group)
+    a = start(streams, topology, tmp_path, "a", group, client)
+    b = start(streams, topology, tmp_path, "b", group, client)
     replicas += [a, b]
     a.wait_ready()
     b.wait_ready()
@@ -228,7 +236,7 @@ def test_two_replicas_sigkill_inside_the_window_no_batch_above_any_cap(
         wait_until(lambda: settled(live), 60, "the survivors owning every feeder")
         answer(streams, checker, CSMS, hz=49.95, detail=lambda: live[0].tail())
         if round_ == 0:  # a replacement joins; the feeder may move to it: kill its owner again
-            c = start(streams, topology, tmp_path, "c", group)
+            c = start(streams, topology, tmp_path, "c", group, client)
             replicas.append(c)
             c.wait_ready()
             live.append(c)
