@@ -158,8 +158,9 @@ class StreamRunner:
 
     # ----------------------------------------------------------------- rebalance
 
-    def _on_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        """Inside poll: write what is pending, flush, commit, stop publishing."""
+    def _settle(self) -> None:
+        """Write every pending state, flush, commit: the state topic then holds the effect
+        of every record consumed, whatever position the consumer resumes from."""
         self.ready = False
         self.metrics.ready.set(0)
         self.gate.close()
@@ -173,6 +174,10 @@ class StreamRunner:
         self.state.reset()
         self._consumed.clear()
         self._catchup = None
+
+    def _on_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        """Inside poll: write what is pending, flush, commit, stop publishing."""
+        self._settle()
         log.info("partitions_revoked", partitions=[f"{p.topic}:{p.partition}" for p in revoked])
 
     def _on_assigned(self, assigned: Sequence[TopicPartition]) -> None:
@@ -200,11 +205,12 @@ class StreamRunner:
 
     def _rebuild(self, assigned: list[TopicPartition]) -> None:
         """A fresh service for the feeders now owned, restored, leases seeded, gate closed."""
-        self._drop_service()
+        if self.service is not None or self.state.pending:
+            # assigned again without a revocation first (a client may do so, and keep its
+            # positions): settle as on a revocation so that nothing consumed is lost
+            self._settle()
         self.gate.close()
-        self.state.reset()
         self.metrics.sessions_reset()
-        self._consumed.clear()
         self._committed.clear()
         parts = self.transport.partitions(self.topics.telemetry) or []
         owned = {p.partition for p in assigned if p.topic == self.topics.telemetry}

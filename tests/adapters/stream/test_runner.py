@@ -245,3 +245,48 @@ def test_a_feeder_moved_by_a_rebalance_is_published_only_under_its_limit(
         assert sum(x.power_kw) <= 30.0 + 1e-6 and sum(x.failsafe_kw) <= 30.0 + 1e-6
     seqs = [x.seq for x in cluster.batches() if x.csms_id == "csms-1"]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)  # the CSMS drops none
+
+
+def test_a_second_assignment_of_the_same_partitions_loses_no_session(cluster: Cluster) -> None:
+    runner, _ = cluster.replica()
+    for i in range(20):
+        cluster.start(i, "s1" if i % 2 else "s3")
+    for i in range(20):
+        cluster.meter(i, "s1" if i % 2 else "s3", 1.0)  # coalesced: held in the writer
+    cycles(runner, n=1)
+    cluster.broker.rebalance("g")  # e.g. a topic's metadata changed: same partitions again
+    for i in range(20):
+        cluster.meter(i, "s1" if i % 2 else "s3", 2.0)
+    cycles(runner)
+    assert cluster.broker.records(cluster.topics.deadletter) == []
+    assert runner.service is not None
+    for i in range(20):
+        st = runner.service.fleet.session_state(f"e{i}")
+        assert st is not None and st.energy_kwh == 2.0
+
+
+class AssignsTwice(FakeTransport):
+    """A client that re-delivers an assignment without revoking first and keeps its
+    positions (no rewind to the committed offsets)."""
+
+    def reassign(self) -> None:
+        assert self._on_assign is not None
+        self._on_assign(list(self._assigned))
+
+
+def test_an_assignment_without_a_revocation_loses_no_session(cluster: Cluster) -> None:
+    runner, t = cluster.replica(AssignsTwice)
+    for i in range(20):
+        cluster.start(i, "s1" if i % 2 else "s3")
+    cycles(runner, n=1)
+    for i in range(20):
+        cluster.meter(i, "s1" if i % 2 else "s3", 1.0)  # coalesced: held in the writer
+    cycles(runner, n=1)
+    assert isinstance(t, AssignsTwice)
+    t.reassign()
+    cycles(runner)
+    assert cluster.broker.records(cluster.topics.deadletter) == []
+    assert runner.service is not None
+    for i in range(20):  # the held meter values were written before the rebuild
+        st = runner.service.fleet.session_state(f"e{i}")
+        assert st is not None and st.energy_kwh == 1.0, (i, st)
