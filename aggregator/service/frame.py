@@ -8,7 +8,8 @@ window opens or closes, or a plan is swapped in.
 
 Invariants:
 
-* the frame's caps are the caps in force at ``built_at`` (minus the power of leases another
+* the frame's caps are the caps in force at ``built_at``, tightened by any change due
+  within :data:`CAP_LOOKAHEAD_S` (minus the power of leases another
   replica issued that no batch of ours has replaced yet); ``caps_until`` is the next known
   instant they change, after which the frame must not be dispatched on;
 * a session in the plan gets the plan's power for the current step; a session not in it
@@ -27,7 +28,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -40,7 +42,17 @@ from aggregator.service.config import ServiceConfig
 from aggregator.service.jobs import PlanResult
 from aggregator.topology import Topology
 
-__all__ = ["Frame", "build_frame", "changed_sessions", "failsafe_limits", "late_allocation_kw"]
+CAP_LOOKAHEAD_S: Final = 2.0
+"""A cap change due within this many seconds already bounds the frame (publish latency)."""
+
+__all__ = [
+    "CAP_LOOKAHEAD_S",
+    "Frame",
+    "build_frame",
+    "changed_sessions",
+    "failsafe_limits",
+    "late_allocation_kw",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,7 +68,8 @@ class Frame:
     arrival_s: NDArray[np.float64]
     caps: Caps  # caps in force at built_at (before lease deductions)
     built_at: datetime
-    caps_until: datetime | None  # next known cap change
+    caps_until: datetime | None  # next known cap change (the frame is void from then)
+    refresh_at: datetime | None  # when the slow loop rebuilds it to look ahead again
     step_until: datetime  # end of the plan step the base powers belong to
     plan_step: int | None
 
@@ -134,6 +147,23 @@ def failsafe_limits(
     return np.where(active, np.maximum(fs, 0.0), 0.0)
 
 
+def caps_ahead(limits: LimitBook, now: datetime) -> Caps:
+    """The caps in force at ``now``, tightened by every change due within
+    :data:`CAP_LOOKAHEAD_S`: a batch issued just before a window opens already respects it
+    (a lease cut at the change a moment later could reach a CSMS after it, and be dropped
+    as expired)."""
+    caps = limits.caps_at(now)
+    for t in limits.changes_between(now, now + timedelta(seconds=CAP_LOOKAHEAD_S)):
+        c = limits.caps_at(t)
+        caps = Caps(
+            np.minimum(caps.site_kw, c.site_kw),
+            np.minimum(caps.feeder_kw, c.feeder_kw),
+            np.minimum(caps.fleet_kw, c.fleet_kw),
+            np.minimum(caps.site_export_kw, c.site_export_kw),
+        )
+    return caps
+
+
 def _minus(
     caps: Caps,
     site_kw: NDArray[np.float64],
@@ -185,10 +215,11 @@ def build_frame(
 ) -> Frame:
     """The frame for ``now`` (see the module docstring); no solver, O(slots) numpy."""
     n = fleet.n_slots
+    nxt = limits.next_change(now)
     step = config.plan_step_s
     until_s = (math.floor(now.timestamp() / step) + 1) * step
     step_until = datetime.fromtimestamp(until_s, tz=now.tzinfo)
-    raw = limits.caps_at(now)
+    raw = caps_ahead(limits, now)
     caps = _minus(raw, leased_site_kw, leased_feeder_kw, leased_fleet_kw)
     lo, hi = fleet.envelope(now, max(until_s - now.timestamp(), 1.0))
     active = fleet.active[:n]
@@ -256,7 +287,8 @@ def build_frame(
         arrival_s=fleet.arrival_s[:n].copy(),
         caps=raw,
         built_at=now,
-        caps_until=limits.next_change(now),
+        caps_until=nxt,
+        refresh_at=None if nxt is None else nxt - timedelta(seconds=CAP_LOOKAHEAD_S),
         step_until=step_until,
         plan_step=k,
     )

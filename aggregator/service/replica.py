@@ -331,8 +331,8 @@ class Service:
         fr = self._frame
         if fr is None or self._telemetry_since_frame:
             return True
-        if fr.caps_until is not None and now >= fr.caps_until:
-            return True
+        if fr.refresh_at is not None and now >= fr.refresh_at:
+            return True  # a cap change is near: look ahead again
         if now >= fr.step_until:
             return True
         return self._key() != self._frame_key

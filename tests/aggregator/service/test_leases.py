@@ -72,8 +72,27 @@ def test_a_window_opening_1_7_s_after_a_batch_holds_from_its_first_instant() -> 
         if opens <= now < opens + timedelta(minutes=10):
             assert kw <= 30.0 + 1e-6, f"{kw:.3f} kW in force at {now}"
     assert in_force_kw(csms, evses, clock.now()) == 77.0  # the window closed: back to full
-    heartbeat = [b for b in sink.batches if b.issued_at == T0 + timedelta(seconds=30)]
-    assert heartbeat and heartbeat[0].valid_until == opens
+    # the heartbeat 1.7 s before the window already respects it (the change is due within
+    # CAP_LOOKAHEAD_S), so it keeps its full lease instead of lapsing into the failsafe
+    (heartbeat,) = [b for b in sink.batches if b.issued_at == T0 + timedelta(seconds=30)]
+    assert sum(heartbeat.power_kw) <= 30.0 + 1e-6
+    assert heartbeat.valid_until == heartbeat.issued_at + timedelta(seconds=120)
+
+
+def test_a_limit_arriving_1_7_s_before_its_window_is_respected_by_the_batch_it_triggers() -> None:
+    clock = ManualClock(T0)
+    csms = ReferenceCsms("cs-a", clock)
+    svc = Service(TOPO, CONFIG, clock=clock, sink=csms, runner=NoPlans())
+    evses = [f"e{i}" for i in range(7)]
+    for i in range(7):
+        svc.handle(session(i, site="s1", csms="cs-a"))
+    svc.tick()
+    clock.advance(5)
+    opens = clock.now() + timedelta(seconds=1.7)
+    svc.on_grid_signal(window(30.0, opens))
+    # the batch it triggered may reach the CSMS after the window opened: it respects it
+    for dt in (0.0, 1.7, 3.0, 60.0):
+        assert in_force_kw(csms, evses, clock.now() + timedelta(seconds=dt)) <= 30.0 + 1e-6
 
 
 def test_a_lease_respecting_the_coming_cap_keeps_its_full_validity() -> None:
