@@ -81,7 +81,7 @@ def _sum(group: NDArray[np.intp], w: NDArray[np.float64], n: int) -> NDArray[np.
 def _fit(demand: NDArray[np.float64], group: NDArray[np.intp], room: NDArray[np.float64]) -> None:
     """In place: scale each group's demand down uniformly to its room (room ≥ 0)."""
     total = _sum(group, demand, room.shape[0])
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         alpha = np.where(total > room, room / total, 1.0)
     demand *= np.clip(np.nan_to_num(alpha, nan=0.0), 0.0, 1.0)[group]
 

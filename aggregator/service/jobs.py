@@ -3,8 +3,9 @@
 Plain values (picklable: they cross a process boundary), with no solver behind them, so
 the fast loop's modules can read a plan without importing the planner. A job carries the
 request, the fleet slots of its rows (and their sessions' arrival, to tell a new session
-on the same slot), and the limit-book and fleet versions it was built from, by which the
-service decides whether a finished plan may still be used.
+on the same slot), the limit-book and fleet versions it was built from, by which the
+service decides whether a finished plan may still be used, and the sessions' PEBC
+envelopes built from the fleet, against which the engine checks every plan.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from datetime import datetime
 import numpy as np
 from numpy.typing import NDArray
 
+from aggregator.pebc.sessions import SessionEnvelopes
 from aggregator.planning.gridloop import GridCheck
 from aggregator.planning.request import Plan, PlanRequest
 
@@ -32,6 +34,9 @@ class PlanJob:
     arrival_s: NDArray[np.float64]  # arrival of each row's session (detects a new session)
     limits_version: int
     fleet_version: int
+    # the sessions' PEBC envelopes and energy constraints, built from the fleet (not from
+    # the request): every plan is checked against them before it is used
+    envelopes: SessionEnvelopes | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,3 +53,4 @@ class PlanResult:
     grid_iterations: int = 0
     grid_repair: object | None = None  # what the grid loop's repair did (its own type)
     verified_site_kw: NDArray[np.float64] | None = None
+    pebc_rejected: str | None = None  # why the solver's plan failed the PEBC check, if it did

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from aggregator.pebc.sessions import check_plan_against_pebc
+from aggregator.planning.fallback import proportional_plan
 from aggregator.planning.gridloop import GridModel, plan_site_power_kw, successive_plan
 from aggregator.planning.optimizer import Planner
 from aggregator.planning.request import Plan, PlanRequest, SiteLinearConstraints
@@ -78,6 +80,23 @@ class PlanEngine:
         )
 
     def solve(self, job: PlanJob) -> PlanResult:
+        """Solve ``job``; a plan that leaves the sessions' PEBC envelopes or energy
+        constraints is replaced by the proportional fallback (checked too) or, if that
+        fails as well, comes back without a plan."""
+        res = self._solve(job)
+        env = job.envelopes
+        if env is None or res.plan is None:
+            return res
+        issues = check_plan_against_pebc(res.plan, job.request, env)
+        if not issues:
+            return res
+        why = f"PEBC check: {issues[0].code} {issues[0]}"[:300]
+        fallback = proportional_plan(job.request, why)
+        if check_plan_against_pebc(fallback, job.request, env):
+            return PlanResult(job=job, plan=None, error=why, pebc_rejected=why)
+        return PlanResult(job=job, plan=fallback, pebc_rejected=why)
+
+    def _solve(self, job: PlanJob) -> PlanResult:
         req = job.request
         if self.grid is None:
             return PlanResult(job=job, plan=self.planner.plan(req))

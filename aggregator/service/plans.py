@@ -9,8 +9,9 @@ is discarded (:class:`~aggregator.service.events.PlanDiscarded`); otherwise it b
 the plan in use (:class:`~aggregator.service.events.PlanMade`).
 
 Invariants: a plan is used only if the limit book has not changed since its job was
-built; nothing here ever waits for a solve (the runner's ``submit`` and ``poll`` do not
-block); the timing and grid histories are bounded.
+built and it passed the PEBC check of its sessions' envelopes (the engine replaces one that
+fails by the proportional fallback); nothing here ever waits for a solve (the runner's
+``submit`` and ``poll`` do not block); the timing and grid histories are bounded.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from datetime import datetime
 import numpy as np
 from numpy.typing import NDArray
 
+from aggregator.pebc.sessions import SessionEnvelopes
 from aggregator.planning.gridloop import GridCheck
 from aggregator.planning.request import PlanRequest
 from aggregator.service.config import HISTORY, ServiceConfig
@@ -83,6 +85,7 @@ class PlanDesk:
         arrival_s: NDArray[np.float64],
         limits_version: int,
         fleet_version: int,
+        envelopes: SessionEnvelopes | None = None,
     ) -> None:
         self._job_id += 1
         job = PlanJob(
@@ -93,6 +96,7 @@ class PlanDesk:
             arrival_s=arrival_s,
             limits_version=limits_version,
             fleet_version=fleet_version,
+            envelopes=envelopes,
         )
         step = math.floor(now.timestamp() / self.config.plan_step_s)
         self._submitted = (limits_version, fleet_version, step, now)
@@ -111,6 +115,8 @@ class PlanDesk:
         start = job.request.start
         if plan is None:
             self.counters["plans.failed"] += 1
+            if res.pebc_rejected is not None:
+                self.counters["plans.pebc_rejected"] += 1
             self.emit(PlanDiscarded(at=now, plan_start=start, reason=res.error or "no plan"))
             return False
         if job.limits_version != limits_version:
@@ -118,6 +124,8 @@ class PlanDesk:
             self.counters["plans.discarded"] += 1
             self.emit(PlanDiscarded(at=now, plan_start=start, reason="limits changed meanwhile"))
             return False
+        if res.pebc_rejected is not None:
+            self.counters["plans.pebc_rejected"] += 1
         if plan.solver != "none":  # an empty plan solved nothing
             self.plan_s.append(plan.build_s + plan.solve_s)
             self.counters["plans.solved"] += 1

@@ -323,7 +323,12 @@ class Service:
         now = self.clock.now()
         req, slots = self.plan_request(now)
         arrival = self.fleet.arrival_s[slots].copy()
-        self.plans.submit(now, req, slots, arrival, self.limits.version, self.fleet.version)
+        env = self.fleet.session_envelopes(
+            slots, start=req.start, step_s=req.step_s, steps=req.steps, now=now
+        )
+        self.plans.submit(
+            now, req, slots, arrival, self.limits.version, self.fleet.version, envelopes=env
+        )
 
     # ------------------------------------------------------------------ frame
 

@@ -3,12 +3,16 @@ waiting ones; the inline runner is deterministic."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import timedelta
 
 import numpy as np
 
 from aggregator.interfaces import ManualClock
+from aggregator.pebc.sessions import check_plan_against_pebc
+from aggregator.planning.fallback import proportional_plan
+from aggregator.planning.request import Plan, PlanRequest
 from aggregator.service.planrunner import (
     EngineFactory,
     InlinePlanRunner,
@@ -121,3 +125,34 @@ def test_close_does_not_wait_for_a_running_solve() -> None:
     runner.close()
     assert time.monotonic() - t0 < 10.0
     assert runner.poll() is None
+
+
+class _OverMaxPlanner:
+    """A planner whose plans ask every session for twice its maximum power."""
+
+    def plan(self, req: PlanRequest) -> Plan:
+        plan = proportional_plan(req, "unused")
+        frac = req.plugged_fraction()
+        over = np.where(frac > 0, 2.0 * req.max_power_kw[:, None], 0.0)
+        return dataclasses.replace(plan, power_kw=over, fallback=None, solver="SPY")
+
+
+def test_a_plan_outside_the_pebc_envelopes_is_never_used() -> None:
+    (job,) = jobs(1)
+    assert job.envelopes is not None  # built from the fleet, not from the request
+    engine = PlanEngine(_OverMaxPlanner())  # type: ignore[arg-type]
+    res = engine.solve(job)
+    assert res.pebc_rejected is not None and "power_outside_envelope" in res.pebc_rejected
+    assert res.plan is not None and res.plan.fallback is not None  # the proportional plan
+    assert check_plan_against_pebc(res.plan, job.request, job.envelopes) == []
+    assert float(res.plan.power_kw.max()) <= float(job.request.max_power_kw.max()) + 1e-9
+
+
+def test_the_service_counts_a_plan_the_pebc_check_replaced() -> None:
+    clock = ManualClock(T0)
+    engine = PlanEngine(_OverMaxPlanner())  # type: ignore[arg-type]
+    svc = Service(TOPO, CONFIG, clock=clock, sink=ListSink(), runner=InlinePlanRunner(engine))
+    svc.handle(session(0, site="s1", csms="cs-a", kwh=5.0))
+    svc.tick()
+    assert svc.counters["plans.pebc_rejected"] >= 1
+    assert svc.counters["plans.fallback"] >= 1
