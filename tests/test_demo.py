@@ -1,4 +1,10 @@
-"""The README's first command: ``gridflex demo`` on the real SimBench feeder, end to end."""
+"""The README's first command: ``gridflex demo`` on the real SimBench feeder, end to end.
+
+The figures a newcomer is promised: no limit excess, no AC violation, no plan fallback,
+at least 99 % of the energy an oracle could deliver, and stdout carrying only the JSON
+(the solver's banner goes elsewhere). The timeout is generous: CI machines are busy
+(``time gridflex demo`` on a quiet 2-core machine is in benchmarks/RESULTS.md).
+"""
 
 from __future__ import annotations
 
@@ -34,7 +40,7 @@ def test_demo_keeps_every_limit_and_delivers_the_deliverable(tmp_path: Path) -> 
     assert summary["feeder"] == "1-LV-urban6--0-sw"
     assert summary["evses"] == 300
     assert summary["max_limit_excess_kw"] == 0
-    assert summary["energy_delivered_kwh"] >= 0.95 * summary["energy_deliverable_kwh"]
+    assert summary["energy_delivered_kwh"] >= 0.99 * summary["energy_deliverable_kwh"]
     assert summary["energy_delivered_kwh"] <= summary["energy_requested_kwh"] + 1e-6
     assert summary["plan_fallbacks"] == 0
     assert summary["fcr_activations"] > 0
