@@ -36,11 +36,12 @@ from grid.feeders import (  # noqa: I001 (feeders first: the others build on it)
 )
 
 from grid.hosting import hosting_capacity_kw
-from grid.model import FeederGrid
+from grid.model import DEFAULT_MARGIN, FeederGrid, GridMargin, base_load_correction
 from grid.powerflow import GridLimits, PowerFlowResult, Violation, background_pq_mw, run_timeseries
 from grid.sensitivity import Sensitivities, grid_constraints, linearize, predict
 
 __all__ = [
+    "DEFAULT_MARGIN",
     "DEFAULT_POWER_FACTOR",
     "KW_PER_MW",
     "MW_PER_KW",
@@ -50,12 +51,14 @@ __all__ = [
     "FeederGrid",
     "FeederModel",
     "GridLimits",
+    "GridMargin",
     "PowerFlowResult",
     "Sensitivities",
     "SitePlacement",
     "Violation",
     "background_load_kw",
     "background_pq_mw",
+    "base_load_correction",
     "bus_index",
     "bus_name",
     "grid_constraints",

@@ -57,9 +57,10 @@ from power_grid_model_io.converters import PandaPowerConverter
 from aggregator.errors import ConfigError, InvalidInput, Issue
 from grid import feeders
 from grid.feeders import MW_PER_KW, FeederModel, bus_index
+from grid.netinfo import net_fingerprint, net_labels
 
 __all__ = ["IDEAL_SOURCE_SC_MVA", "LOADING_TOLERANCE_PCT", "VM_TOLERANCE_PU", "GridLimits"]
-__all__ += ["PowerFlowResult", "Violation", "background_pq_mw", "run_timeseries"]
+__all__ += ["PowerFlowResult", "Violation", "background_pq_mw", "net_fingerprint", "run_timeseries"]
 
 VM_TOLERANCE_PU = 1e-5
 """Stated agreement of the two engines on bus voltage magnitude (pu)."""
@@ -251,20 +252,6 @@ class _PgmCase:
 _PGM_CACHE: dict[int, tuple[weakref.ref[Any], int, _PgmCase]] = {}
 
 
-def _fingerprint(net: Any) -> int:
-    """Hash of what the converted input depends on (load/sgen powers are updated anyway)."""
-    parts: list[object] = []
-    for name in ("bus", "line", "trafo", "trafo3w", "switch", "ext_grid", "shunt", "load", "sgen"):
-        table = net[name]
-        if name in ("load", "sgen"):
-            table = table[["bus", "in_service", *[c for c in table if "const_" in c]]]
-        parts.append(table.index.to_numpy().tobytes())
-        parts.append(table.select_dtypes(include=["number", "bool"]).to_numpy(float).tobytes())
-        if name.startswith("trafo"):  # vector group, tap side and changer type matter
-            parts.append(tuple(map(str, table.select_dtypes(include="object").to_numpy().flat)))
-    return hash(tuple(parts))
-
-
 def _with_vector_groups(trafo: Any) -> Any:
     """A copy where each missing ``vector_group`` is ``Dyn<clock>`` or ``YNyn<clock>``."""
     trafo = trafo.copy()
@@ -327,9 +314,9 @@ def _convert(net: Any) -> _PgmCase:
     )
 
 
-def _pgm_case(net: Any) -> _PgmCase:
+def _pgm_case(net: Any, sig: int | None = None) -> _PgmCase:
     """The converted input of ``net``, from the cache while its structure is unchanged."""
-    key, sig = id(net), _fingerprint(net)
+    key, sig = id(net), net_fingerprint(net) if sig is None else sig
     hit = _PGM_CACHE.get(key)
     if hit is not None and hit[0]() is net and hit[1] == sig:
         return hit[2]
@@ -354,9 +341,9 @@ def _solve(pgm: Any, update: dict[Any, Any], method: CalculationMethod) -> tuple
     return out, np.asarray([] if error is None else error.failed_scenarios, dtype=np.intp)
 
 
-def _run_pgm(model: FeederModel, pq: PQ, buses: NDArray[np.intp]) -> Arrays:
+def _run_pgm(model: FeederModel, pq: PQ, buses: NDArray[np.intp], sig: int) -> Arrays:
     p_load, q_load, p_sgen, q_sgen, p_extra, q_extra = pq
-    case = _pgm_case(model.net)
+    case = _pgm_case(model.net, sig)
     extra = pgm_array(DatasetType.input, ComponentType.sym_load, len(buses))
     extra["id"] = np.arange(case.next_id, case.next_id + len(buses))
     at = case.node_pos[model.net.bus.index.get_indexer(buses)]  # bus index → pgm node
@@ -392,7 +379,7 @@ def _run_pgm(model: FeederModel, pq: PQ, buses: NDArray[np.intp]) -> Arrays:
     return line_pct, trafo_pct, vm, ~np.isin(np.arange(len(p_load)), failed)
 
 
-def _run_pandapower(model: FeederModel, pq: PQ, buses: NDArray[np.intp]) -> Arrays:
+def _run_pandapower(model: FeederModel, pq: PQ, buses: NDArray[np.intp], sig: int) -> Arrays:
     p_load, q_load, p_sgen, q_sgen, p_extra, q_extra = pq
     net = copy.deepcopy(model.net)
     net.load["scaling"] = net.sgen["scaling"] = 1.0  # background values include it
@@ -414,15 +401,6 @@ def _run_pandapower(model: FeederModel, pq: PQ, buses: NDArray[np.intp]) -> Arra
         trafo_pct[t] = net.res_trafo["loading_percent"].to_numpy(float)
         vm[t] = net.res_bus["vm_pu"].to_numpy(float)
     return line_pct, trafo_pct, vm, converged
-
-
-def _labels(table: Any, prefix: str) -> tuple[str, ...]:
-    """``name`` where it is a unique non-empty string, else ``<prefix><index>``."""
-    names = table["name"] if "name" in table.columns else pd.Series(None, index=table.index)
-    own = names.map(lambda n: isinstance(n, str) and n != "").astype(bool)
-    own &= ~names.where(own).duplicated(keep=False)
-    fallback = prefix + table.index.astype(str)
-    return tuple(str(v) for v in np.where(own.to_numpy(), names.to_numpy(), fallback))
 
 
 def _extra_mw(
@@ -454,6 +432,7 @@ def run_timeseries(
     engine: Engine = "pgm",
     power_factor: float = 1.0,
     background: bool = True,
+    fingerprint: int | None = None,
 ) -> PowerFlowResult:
     """AC power flow of ``model`` at each aware time, with optional extra load per bus.
 
@@ -462,7 +441,9 @@ def run_timeseries(
     (lagging). ``background=False`` zeroes the feeder's own loads and sgens. Raises
     :class:`InvalidInput` for naive times, unknown buses, misshapen or non-finite extra
     power, a power factor outside (0, 1] or an unknown engine; :class:`ConfigError` if
-    power-grid-model cannot convert the net."""
+    power-grid-model cannot convert the net. ``fingerprint`` (from :func:`net_fingerprint`)
+    spares hashing the net's tables on every call; the caller vouches that the net has not
+    changed since it was taken."""
     start = time.perf_counter()
     issues: list[Issue] = []
     if engine not in ("pgm", "pandapower"):
@@ -476,12 +457,13 @@ def run_timeseries(
     buses, p_extra, q_extra = _extra_mw(model, extra_kw or {}, n_steps, power_factor)
     zeros = [np.zeros((n_steps, len(net[t]))) for t in ("load", "load", "sgen", "sgen")]
     pq = (*(background_pq_mw(model, times) if background else zeros), p_extra, q_extra)
+    sig = net_fingerprint(net) if fingerprint is None else fingerprint
     if n_steps == 0:
         line_pct, trafo_pct, vm = (np.zeros((0, len(net[t]))) for t in _TABLES)
         converged = np.zeros(0, dtype=bool)
     else:
         run = _run_pgm if engine == "pgm" else _run_pandapower
-        line_pct, trafo_pct, vm, converged = run(model, pq, buses)
+        line_pct, trafo_pct, vm, converged = run(model, pq, buses, sig)
     for arr in (line_pct, trafo_pct, vm, converged):
         if arr.dtype != bool:
             arr[~converged] = np.nan
@@ -490,8 +472,8 @@ def run_timeseries(
         line_loading_pct=line_pct,
         trafo_loading_pct=trafo_pct,
         vm_pu=vm,
-        line_names=_labels(net.line, "line"),
-        trafo_names=_labels(net.trafo, "trafo"),
+        line_names=net_labels(net, sig)[0],
+        trafo_names=net_labels(net, sig)[1],
         bus_names=model.bus_names(),
         engine=engine,
         elapsed_s=time.perf_counter() - start,

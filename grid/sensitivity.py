@@ -181,6 +181,7 @@ def linearize(
     delta_kw: float = 10.0,
     engine: Engine = "pgm",
     power_factor: float = 1.0,
+    fingerprint: int | None = None,
 ) -> Sensitivities:
     """Sensitivities of loading and voltage to each site's power, per step (module doc).
 
@@ -205,7 +206,12 @@ def linearize(
         column[(k + 1) * n_steps : (k + 2) * n_steps] += delta_kw
         extra[bus] = column
     res = run_timeseries(
-        model, list(times) * blocks, extra, engine=engine, power_factor=power_factor
+        model,
+        list(times) * blocks,
+        extra,
+        engine=engine,
+        power_factor=power_factor,
+        fingerprint=fingerprint,
     )
     failed = np.flatnonzero(~np.asarray(res.converged).reshape(blocks, n_steps).all(axis=0))
     if failed.size:

@@ -3,7 +3,8 @@
 For each grid a heavy evening scenario (cars arriving 17:00–19:00, leaving at 07:00)
 overloads the feeder when every car charges at full power on arrival; gridflex's plan
 for the same sessions — linearised grid limits, successive re-linearisation, AC check —
-has no violation and still delivers the energy the night allows.
+has no violation (with the margin, repaired where linearisation alone does not get there)
+and still delivers the energy the night allows.
 """
 
 from __future__ import annotations
@@ -82,11 +83,13 @@ def test_uncontrolled_violates_and_gridflex_does_not(
     res = successive_plan(req, Planner("HIGHS").plan, feeder)
     assert res.plan.fallback is None
     assert res.check is not None and res.check.ok, res.check.violations[:5] if res.check else None
-    assert res.note is None or "tightened" in res.note
+    assert res.note is None or "repaired" in res.note
+    assert res.repair is None or res.repair.cost_kwh >= 0.0
     # judged independently: AC power flow of the planned site powers
     again = feeder.check(scenario.start, scenario.step_s, plan_site_power_kw(res.plan, req))
     assert again.ok
-    assert again.max_trafo_loading_pct <= 100.0 + 1e-6
-    assert again.min_voltage_pu >= 0.90 - 1e-6
+    margin = grid.DEFAULT_MARGIN  # planned against the ratings minus the margin
+    assert again.max_trafo_loading_pct <= 100.0 - margin.loading_pct + 1e-6
+    assert again.min_voltage_pu >= 0.90 + margin.voltage_pu - 1e-6
     # the night is long enough: most of the energy still arrives
     assert res.plan.energy_kwh.sum() >= 0.8 * req.energy_needed_kwh.sum()
