@@ -40,8 +40,9 @@ class Clock(Protocol):
 
 @runtime_checkable
 class SetpointSink(Protocol):
-    def publish(self, batch: SetpointBatch) -> None:
-        """Deliver one CSMS's setpoint batch."""
+    def publish(self, batch: SetpointBatch) -> bool | None:
+        """Deliver one CSMS's setpoint batch; ``False`` means it was dropped (e.g. a closed
+        gate during a takeover), so the service does not count it as in force."""
         ...
 
 

@@ -46,7 +46,9 @@ class GatedSink:
     def to_failsafe_only(self) -> None:
         self.failsafe_only = True
 
-    def publish(self, batch: SetpointBatch) -> None:
+    def publish(self, batch: SetpointBatch) -> bool:
+        """``False`` when the batch was dropped (closed gate): the service then keeps the
+        leases it meant to replace in force, as they are."""
         if self.is_open:
             self.sink.publish(batch)
         elif self.failsafe_only:
@@ -59,5 +61,6 @@ class GatedSink:
             self.sink.publish(batch.model_copy(update={"power_kw": power, "failsafe_kw": fs}))
         else:
             self.dropped += 1
-            return
+            return False
         self.sent += 1
+        return True

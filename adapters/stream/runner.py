@@ -236,11 +236,18 @@ class StreamRunner:
                 {s.csms_id for s in topo.sites},
                 now,
                 self.config.setpoint_validity_s,
+                self.config.failsafe_duration_s,
             )
             for b in leases:
-                lease_left_s = min(lease_left_s, (b.valid_until - now).total_seconds())
+                if b.valid_until > now:
+                    lease_left_s = min(lease_left_s, (b.valid_until - now).total_seconds())
                 seeded += svc.seed_leases(
-                    b.csms_id, list(b.evse_ids), list(b.power_kw), b.valid_until
+                    b.csms_id,
+                    list(b.evse_ids),
+                    list(b.power_kw),
+                    b.valid_until,
+                    failsafe_kw=list(b.failsafe_kw),
+                    seq=b.seq,
                 )
             self.gate.prior_failsafe = prior_failsafe_kw(leases)
         signals = [p for p in assigned if p.topic == self.topics.grid_signals]

@@ -34,7 +34,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pydantic import TypeAdapter
 
@@ -191,26 +191,39 @@ def recent_batches(
     csms_ids: Collection[str],
     now: datetime,
     lookback_s: float,
+    failsafe_s: float = 0.0,
 ) -> list[SetpointBatch]:
-    """Per CSMS of ``csms_ids``, its newest batch (highest ``seq``) from the last
-    ``lookback_s`` whose ``valid_until`` is still ahead of ``now``."""
+    """Per CSMS of ``csms_ids``, its newest batch (highest ``seq``) whose lease or failsafe
+    period may still run (``valid_until + failsafe_s`` ahead of ``now``): an EVSE whose
+    lease lapsed holds that batch's failsafe value for ``failsafe_s``.
+
+    The common case (the previous owner published until it died) is found in the last
+    ``lookback_s``; only CSMSs without a batch there are looked up over the whole failsafe
+    period (a longer read, after an outage)."""
     parts = transport.partitions(topic)
     if parts is None or not csms_ids:
         return []
-    wanted: Sequence[int] = sorted({feeder_partition(c, len(parts)) for c in csms_ids})
-    since_ms = int((now.timestamp() - lookback_s) * 1000)
     newest: dict[str, SetpointBatch] = {}
-    for m in transport.read(topic, since_ms=since_ms, partitions=wanted):
-        if m.value is None or m.key is None or m.key.decode() not in csms_ids:
-            continue
-        try:
-            b = decode_setpoints(m.value)
-        except ValueError:
-            continue
-        old = newest.get(b.csms_id)
-        if old is None or b.seq > old.seq:
-            newest[b.csms_id] = b
-    return [b for b in newest.values() if b.valid_until > now]
+
+    def scan(wanted_csms: Collection[str], since_s: float) -> None:
+        wanted: Sequence[int] = sorted({feeder_partition(c, len(parts)) for c in wanted_csms})
+        for m in transport.read(topic, since_ms=int(since_s * 1000), partitions=wanted):
+            if m.value is None or m.key is None or m.key.decode() not in wanted_csms:
+                continue
+            try:
+                b = decode_setpoints(m.value)
+            except ValueError:
+                continue
+            old = newest.get(b.csms_id)
+            if old is None or b.seq > old.seq:
+                newest[b.csms_id] = b
+
+    scan(csms_ids, now.timestamp() - lookback_s)
+    missing = [c for c in csms_ids if c not in newest]
+    if missing and failsafe_s > 0:
+        scan(missing, now.timestamp() - lookback_s - failsafe_s)
+    horizon = timedelta(seconds=failsafe_s)
+    return [b for b in newest.values() if b.valid_until + horizon > now]
 
 
 def prior_failsafe_kw(batches: Iterable[SetpointBatch]) -> dict[str, float]:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from adapters.stream.fake import FakeTransport
+from adapters.stream.gate import GatedSink
 from adapters.stream.transport import Message, TopicPartition
+from aggregator.messages import SetpointBatch
 from tests.adapters.stream.conftest import Cluster, cycles
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def test_commit_happens_only_after_the_effects_are_flushed(cluster: Cluster) -> None:
@@ -173,6 +178,57 @@ def test_leases_in_force_are_seeded_after_a_takeover(cluster: Cluster) -> None:
     first = mine[-1]
     power = dict(zip(first.evse_ids, first.power_kw, strict=True))
     assert "e1" in power and power["e1"] == 0.0  # named at 0 kW until its old lease expires
+
+
+def test_a_lapsed_lease_is_seeded_too_its_failsafe_value_still_holds(cluster: Cluster) -> None:
+    a, ta = cluster.replica()
+    cycles(a)
+    cluster.start(1, "s1")
+    cluster.start(2, "s1")
+    cycles(a)
+    assert a.service is not None
+    a.service.dispatch(0.0)
+    cycles(a)
+    old = [b for b in cluster.batches() if b.csms_id == "csms-1"]
+    assert old and "e1" in old[-1].evse_ids and old[-1].failsafe_kw[0] > 0
+    cluster.advance(5)
+    cluster.end(1, "s1", 3.0)
+    cycles(a)
+    ta.kill()
+    cluster.advance(300)  # the old lease lapsed: e1 now holds its failsafe value at the CSMS
+    b, _ = cluster.replica()
+    cycles(b)
+    assert b.gate.is_open and b.service is not None
+    mine = [m for m in cluster.batches() if m.csms_id == "csms-1"][len(old) :]
+    assert mine, "the new owner published nothing"
+    assert all(m.seq > old[-1].seq for m in mine)
+    first = dict(
+        zip(mine[0].evse_ids, zip(mine[0].power_kw, mine[0].failsafe_kw, strict=True), strict=True)
+    )
+    assert first.get("e1") == (0.0, 0.0)  # named at 0 kW, failsafe 0: the old failsafe ends
+
+
+def test_a_closed_gate_says_it_dropped_the_batch() -> None:
+    kept: list[SetpointBatch] = []
+
+    class Sink:
+        def publish(self, batch: SetpointBatch) -> None:
+            kept.append(batch)
+
+    gate = GatedSink(Sink())
+    batch = SetpointBatch.model_construct(
+        csms_id="c",
+        seq=1,
+        issued_at=T0,
+        valid_until=T0,
+        source_ts=None,
+        evse_ids=["e1"],
+        power_kw=[5.0],
+        failsafe_kw=[4.2],
+    )
+    assert gate.publish(batch) is False and kept == [] and gate.dropped == 1
+    gate.open()
+    assert gate.publish(batch) is True and kept == [batch]
 
 
 def test_an_idle_replica_blocks_in_the_frequency_poll(cluster: Cluster) -> None:
