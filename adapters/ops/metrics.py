@@ -82,7 +82,7 @@ class Metrics:
 
     def emit(self, event: ServiceEvent) -> None:
         if isinstance(event, SessionChanged):
-            if event.state is None:
+            if event.row is None:
                 self._live.discard(event.evse_id)
             else:
                 self._live.add(event.evse_id)

@@ -51,8 +51,7 @@ _STATE = TypeAdapter(SessionState)
 
 @dataclass
 class _Pending:
-    state: SessionState | None
-    csms_id: str
+    event: SessionChanged  # its state is built at write time (coalesced: once per write)
 
 
 class StateWriter:
@@ -84,17 +83,19 @@ class StateWriter:
 
     def emit(self, event: ServiceEvent) -> None:
         if isinstance(event, SessionChanged):
-            self.changed(event.evse_id, event.csms_id, event.state)
+            self.changed(event)
 
-    def changed(self, evse_id: str, csms_id: str, state: SessionState | None) -> None:
+    def changed(self, event: SessionChanged) -> None:
         """A session's state changed while applying the record at :attr:`position`."""
+        evse_id = event.evse_id
         was = self._pending.get(evse_id)
-        self._pending[evse_id] = _Pending(state, csms_id)
+        self._pending[evse_id] = _Pending(event)
         if self.position is not None and evse_id not in self._held_by:
             tp, offset = self.position
             self._holds.setdefault(tp, OrderedDict())[evse_id] = offset
             self._held_by[evse_id] = tp
-        boundary = state is None or self._written_session.get(evse_id) != state.session_id
+        session_id = event.session_id
+        boundary = session_id is None or self._written_session.get(evse_id) != session_id
         if boundary:
             self._now.append(evse_id)
         elif was is None:
@@ -107,13 +108,14 @@ class StateWriter:
         p = self._pending.pop(evse_id, None)
         if p is None:
             return 0
-        value = None if p.state is None else _STATE.dump_json(p.state)
+        state = p.event.state
+        value = None if state is None else _STATE.dump_json(state)
         self.transport.produce(self.topic, evse_id.encode(), value)
         self._written_at[evse_id] = now
-        if p.state is None:
+        if state is None:
             self._written_session.pop(evse_id, None)
         else:
-            self._written_session[evse_id] = p.state.session_id
+            self._written_session[evse_id] = state.session_id
         tp = self._held_by.pop(evse_id, None)
         if tp is not None:
             self._holds[tp].pop(evse_id, None)

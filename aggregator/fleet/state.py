@@ -68,8 +68,8 @@ from aggregator.fleet.table import (
     grown,
     meter_bounds,
     new_table,
+    state_from_row,
     state_issues,
-    to_datetime,
     to_seconds,
 )
 from aggregator.messages import (
@@ -358,27 +358,24 @@ class FleetState(SlotColumns):
             )
         return out
 
-    def session_state(self, evse_id: str) -> SessionState | None:
-        """The active session of ``evse_id``; ``None`` (a tombstone) when there is none."""
+    def session_row(self, evse_id: str) -> SnapshotRow | None:
+        """The active session of ``evse_id`` as a :data:`SnapshotRow`; ``None`` when there
+        is none (one row copy: cheap enough for every meter value)."""
         slot = self.slot_of.get(evse_id)
         if slot is None or not self._active[slot]:
             return None
         row = self._table[slot].tolist()
-        return SessionState(
-            evse_id=evse_id,
-            session_id=self.session_ids[slot] or "",
-            site_id=self.topology.sites[row[11]].site_id,
-            csms_id=self.csms[slot],
-            arrival=to_datetime(row[0]),
-            departure=to_datetime(row[1]),
-            last_ts=to_datetime(row[2]),
-            last_meter=to_datetime(row[3]),
-            energy_requested_kwh=row[4],
-            energy_kwh=row[5],
-            max_power_kw=row[6],
-            min_power_kw=row[7],
-            power_kw=row[8],
+        return (
+            self.session_ids[slot] or "",
+            self.topology.sites[row[11]].site_id,
+            self.csms[slot],
+            *row[:9],
         )
+
+    def session_state(self, evse_id: str) -> SessionState | None:
+        """The active session of ``evse_id``; ``None`` (a tombstone) when there is none."""
+        row = self.session_row(evse_id)
+        return None if row is None else state_from_row(evse_id, row)
 
     def restore(self, state: SessionState) -> None:
         """Put a session back as it was (rebuild from the compacted state topic).

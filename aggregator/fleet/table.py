@@ -39,6 +39,7 @@ __all__ = [
     "grown",
     "meter_bounds",
     "new_table",
+    "state_from_row",
     "state_issues",
     "to_datetime",
     "to_seconds",
@@ -127,6 +128,26 @@ class SessionState:
 SnapshotRow = tuple[str, str, str, float, float, float, float, float, float, float, float, float]
 """(session_id, site_id, csms_id, arrival_s, departure_s, last_ts_s, last_meter_s,
 energy_requested_kwh, energy_kwh, max_power_kw, min_power_kw, power_kw)."""
+
+
+def state_from_row(evse_id: str, row: SnapshotRow) -> SessionState:
+    """The :class:`SessionState` of a :data:`SnapshotRow` (built only when it is needed:
+    a row is a cheap tuple, a state costs a few microseconds)."""
+    return SessionState(
+        evse_id=evse_id,
+        session_id=row[0],
+        site_id=row[1],
+        csms_id=row[2],
+        arrival=to_datetime(row[3]),
+        departure=to_datetime(row[4]),
+        last_ts=to_datetime(row[5]),
+        last_meter=to_datetime(row[6]),
+        energy_requested_kwh=row[7],
+        energy_kwh=row[8],
+        max_power_kw=row[9],
+        min_power_kw=row[10],
+        power_kw=row[11],
+    )
 
 
 def state_issues(state: SessionState, *, known_site: bool) -> list[Issue]:

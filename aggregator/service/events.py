@@ -19,9 +19,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
-from aggregator.fleet import SessionState
+from aggregator.fleet import SessionState, SnapshotRow
+from aggregator.fleet.table import state_from_row
 
 __all__ = [
     "BatchesPublished",
@@ -96,12 +97,44 @@ class LimitRejected:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SessionChanged:
-    """A session started, changed, ended or expired; ``state`` is None once it is gone."""
+    """A session started, changed, ended or expired; ``row`` is None once it is gone.
+
+    ``row`` is the session's numbers as a cheap tuple (one per meter value, at 20 000
+    records/s); :attr:`state` builds the :class:`SessionState` value when a subscriber
+    needs it (the state-topic writer, coalesced, only for what it writes)."""
 
     at: datetime
     evse_id: str
     csms_id: str
-    state: SessionState | None
+    row: SnapshotRow | None
+
+    @classmethod
+    def of(cls, at: datetime, evse_id: str, csms_id: str, state: SessionState | None) -> Self:
+        row: SnapshotRow | None = None
+        if state is not None:
+            row = (
+                state.session_id,
+                state.site_id,
+                state.csms_id,
+                state.arrival.timestamp(),
+                state.departure.timestamp(),
+                state.last_ts.timestamp(),
+                state.last_meter.timestamp(),
+                state.energy_requested_kwh,
+                state.energy_kwh,
+                state.max_power_kw,
+                state.min_power_kw,
+                state.power_kw,
+            )
+        return cls(at=at, evse_id=evse_id, csms_id=csms_id, row=row)
+
+    @property
+    def session_id(self) -> str | None:
+        return None if self.row is None else self.row[0]
+
+    @property
+    def state(self) -> SessionState | None:
+        return None if self.row is None else state_from_row(self.evse_id, self.row)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -198,7 +198,7 @@ class Service:
         csms = f.csms[slot] if slot is not None else ""
         self._emit(
             SessionChanged(
-                at=self.clock.now(), evse_id=evse_id, csms_id=csms, state=f.session_state(evse_id)
+                at=self.clock.now(), evse_id=evse_id, csms_id=csms, row=f.session_row(evse_id)
             )
         )
 

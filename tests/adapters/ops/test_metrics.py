@@ -59,9 +59,9 @@ def test_events_feed_the_metrics() -> None:
     m.emit(LimitRejected(at=T0, event_id="y", reason="unknown feeder"))
     assert value(m, "gridflex_limit_events_total", event="applied") == 1
     assert value(m, "gridflex_limit_events_total", event="rejected") == 1
-    m.emit(SessionChanged(at=T0, evse_id="a", csms_id="c", state=state("a")))
-    m.emit(SessionChanged(at=T0, evse_id="b", csms_id="c", state=state("b")))
-    m.emit(SessionChanged(at=T0, evse_id="a", csms_id="c", state=state("a")))
+    m.emit(SessionChanged.of(T0, "a", "c", state("a")))
+    m.emit(SessionChanged.of(T0, "b", "c", state("b")))
+    m.emit(SessionChanged.of(T0, "a", "c", state("a")))
     assert value(m, "gridflex_active_sessions") == 2
-    m.emit(SessionChanged(at=T0, evse_id="a", csms_id="c", state=None))
+    m.emit(SessionChanged.of(T0, "a", "c", None))
     assert value(m, "gridflex_active_sessions") == 1

@@ -119,7 +119,7 @@ def test_state_writes_at_start_and_end_at_once_and_coalesced_between() -> None:
 
     def change(offset: int, state: SessionState | None) -> None:
         w.position = (tp, offset)
-        w.emit(SessionChanged(at=T0, evse_id="e1", csms_id="c", state=state))
+        w.emit(SessionChanged.of(T0, "e1", "c", state))
 
     change(0, _state("e1", "a", 0.0))
     assert w.write_due() == 1  # a start: at once
