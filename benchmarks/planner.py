@@ -216,7 +216,10 @@ def run_one(n: int, args: argparse.Namespace, backend: str) -> tuple[dict[str, A
             fallbacks.append(f"{what}: {plan.fallback}")
 
     gc.collect()
-    planner = Planner(args.solver, time_limit_s=args.time_limit, reuse=True, backend=backend)
+    algo = args.highs_algorithm
+    planner = Planner(
+        args.solver, time_limit_s=args.time_limit, reuse=True, backend=backend, highs_algorithm=algo
+    )
     first, first_t = timed_plan(planner, req)
     note(first, "first")
 
@@ -235,7 +238,13 @@ def run_one(n: int, args: argparse.Namespace, backend: str) -> tuple[dict[str, A
     rebuild_t: list[dict[str, float | None]] = []
     rel_diff: list[float] = []
     for i in range(n_rebuilds):
-        fresh = Planner(args.solver, time_limit_s=args.time_limit, reuse=False, backend=backend)
+        fresh = Planner(
+            args.solver,
+            time_limit_s=args.time_limit,
+            reuse=False,
+            backend=backend,
+            highs_algorithm=algo,
+        )
         plan, t = timed_plan(fresh, changed[i])
         note(plan, f"rebuild {i}")
         rebuild_t.append(t)
@@ -257,6 +266,7 @@ def run_one(n: int, args: argparse.Namespace, backend: str) -> tuple[dict[str, A
         "rebuild_s_median": rebuild_med,
         "solver": args.solver,
         "backend": backend,
+        "highs_algorithm": args.highs_algorithm if backend == "matrix" else "cvxpy default",
         "fallbacks": len(fallbacks),
         "rebuild_over_resolve": (
             round(rebuild_med / resolve_med, 2) if resolve_med and rebuild_med else None
@@ -295,7 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=96, help="horizon in 15-min steps")
     ap.add_argument("--resolves", type=int, default=5, help="DPP re-solves per N")
     ap.add_argument("--rebuilds", type=int, default=MIN_REBUILDS, help="fresh rebuilds per N (≥ 3)")
-    ap.add_argument("--solver", default="HIGHS", help="cvxpy solver name")
+    ap.add_argument("--solver", default="HIGHS", help="HIGHS, CLARABEL or a cvxpy solver name")
+    ap.add_argument(
+        "--highs-algorithm", default="auto", help="auto (default), simplex, ipm or pdlp"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reserve-kw", type=float, default=0.0, help="constant fleet reserve")
     ap.add_argument("--v2g-frac", type=float, default=0.0, help="share of V2G sessions")

@@ -56,8 +56,9 @@ class Planner:
     ``solver``: ``"HIGHS"`` (default: the fastest reliable LP solver measured here) or
     ``"CLARABEL"`` (cross-check, QP) on the matrix model; any other cvxpy solver name
     runs the cvxpy baseline. ``time_limit_s`` bounds one solve; past it the plan falls
-    back. ``backend`` (``"matrix"`` or ``"cvxpy"``) and ``highs_algorithm``
-    (``"simplex"``, ``"ipm"``, ``"pdlp"``) are for benchmarks and cross-checks.
+    back. ``backend`` (``"matrix"`` or ``"cvxpy"``) and ``highs_algorithm`` (``"auto"``:
+    interior point for large plans with a reserve, dual simplex otherwise; ``"simplex"``,
+    ``"ipm"``, ``"pdlp"``) are for benchmarks and cross-checks.
     """
 
     def __init__(
@@ -67,7 +68,7 @@ class Planner:
         time_limit_s: float = 60.0,
         reuse: bool = True,
         backend: str = "matrix",
-        highs_algorithm: str = "simplex",
+        highs_algorithm: str = "auto",
     ) -> None:
         if backend not in ("matrix", "cvxpy"):
             raise ValueError("backend must be 'matrix' or 'cvxpy'")

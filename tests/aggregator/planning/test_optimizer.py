@@ -378,3 +378,28 @@ def test_planner_writes_nothing_on_stdout() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == ""
+
+
+def test_auto_algorithm_takes_interior_point_for_large_plans_with_a_reserve() -> None:
+    from aggregator.planning.fallback import index
+    from aggregator.planning.lp import build_lp
+    from aggregator.planning.solvers import IPM_MIN_ENTRIES_WITH_RESERVE, HighsSolver
+
+    solver = HighsSolver(time_limit_s=10.0)
+    big = request(n=4000, steps=48, sites=20, reserve=10.0)
+    assert index(big).size >= IPM_MIN_ENTRIES_WITH_RESERVE
+    assert solver.algorithm_for(build_lp(big, index(big))) == "ipm"
+    no_reserve = dataclasses.replace(big, reserve_kw=np.zeros(big.steps))
+    assert solver.algorithm_for(build_lp(no_reserve, index(no_reserve))) == "simplex"
+    small = request(n=30, steps=12, reserve=10.0)
+    assert solver.algorithm_for(build_lp(small, index(small))) == "simplex"
+
+
+@pytest.mark.parametrize("algorithm", ["ipm", "simplex"])
+def test_each_highs_algorithm_reaches_the_same_optimum(algorithm: str) -> None:
+    req = request(n=40, steps=16, reserve=12.0, v2g=0.3, seed=4)
+    plan = Planner("HIGHS", highs_algorithm=algorithm).plan(req)
+    base = Planner("HIGHS", backend="cvxpy").plan(req)
+    assert plan.fallback is None and base.fallback is None
+    assert plan.objective == pytest.approx(base.objective, rel=1e-6, abs=1e-6)
+    assert_plan_respects(req, plan)
