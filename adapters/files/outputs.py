@@ -146,13 +146,32 @@ def write_report(result: SimulationResult, path: Path) -> Path:
         "Positive power = import from the grid (charging); negative = V2G export.",
         "Limits are those the DSO had announced at each moment; the feeder limit "
         "includes the households' own load from the SimBench profiles.",
+        f"Delivered {s.get('energy_delivered_kwh', 0):,.1f} kWh of an upper bound of "
+        f"{s.get('energy_bound_kwh', 0):,.1f} kWh "
+        f"({100 * s.get('delivered_share_of_bound', 1):.1f} %): the bound is the optimum "
+        "of a relaxation (plug-in windows, EVSE power, site, feeder and DSO caps, no grid "
+        "limits) that no schedule can beat.",
     ]
+    if "grid_margin_loading_pct" in s:
+        notes.append(
+            f"Grid margin against forecast error: plans keep {s['grid_margin_loading_pct']} pp "
+            f"of line/transformer loading and {s['grid_margin_voltage_pu']} pu of voltage; "
+            f"the grid repair (scaling down sites behind an element the AC check flagged, "
+            f"then re-planning) cost {s.get('grid_repair_kwh', 0):,.1f} kWh in "
+            f"{s.get('grid_repaired_plans', 0)} plan steps, per feeder: "
+            + ", ".join(
+                f"{k} {v:,.1f} kWh" for k, v in s.get("grid_repair_kwh_by_feeder", {}).items()
+            )
+            + "."
+        )
     return write_html_report(
         path, f"gridflex — {s.get('scenario', 'simulation')}", s, charts, notes=notes
     )
 
 
 def _readable(v: Any) -> str:
+    if isinstance(v, Mapping):  # e.g. a figure per feeder
+        return ", ".join(f"{k} {_readable(x)}" for k, x in v.items())
     if not isinstance(v, float):
         return str(v)
     return f"{v:,.2f}" if abs(v) >= 100 else f"{v:.4g}"

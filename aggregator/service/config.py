@@ -38,7 +38,9 @@ class ServiceConfig:
     solver: str = "HIGHS"
     plan_time_limit_s: float = 30.0
     session_timeout_s: float = 7_200.0
-    grid_margin_pct: float = 2.0
+    # linearisation reserve (pp) below the feeder's limits, which already hold its margin
+    # against forecast error (grid.model.GridMargin); the AC repair catches the rest
+    grid_margin_pct: float = 0.5
     grid_max_iterations: int = 3
     grid_horizon_s: float = 14_400.0  # plan steps linearised and AC-checked in each plan
     weights: PlanWeights = field(default_factory=PlanWeights)

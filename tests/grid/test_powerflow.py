@@ -113,6 +113,7 @@ def test_public_surface_is_pinned() -> None:
             "PowerFlowResult",
             "Violation",
             "background_pq_mw",
+            "net_fingerprint",
             "run_timeseries",
         ]
     )

@@ -48,8 +48,8 @@ def test_simulate_summary(summary: dict[str, Any]) -> None:
     assert summary["sessions"] == 20 and summary["sites"] == 2
     assert summary["max_limit_excess_kw"] == 0
     assert summary["energy_delivered_kwh"] <= summary["energy_requested_kwh"] + 1e-6
-    assert summary["energy_delivered_kwh"] <= summary["energy_deliverable_kwh"] + 1e-6
-    assert summary["energy_delivered_kwh"] >= 0.95 * summary["energy_deliverable_kwh"]
+    assert summary["energy_delivered_kwh"] <= summary["energy_bound_kwh"] + 1e-6
+    assert summary["energy_delivered_kwh"] >= 0.95 * summary["energy_bound_kwh"]
     assert summary["fcr_reserve_kw"] == 10 and summary["fcr_activations"] > 0
     assert summary["tick_s"] == 60 and summary["step_s"] == 900
     assert summary["rejected_messages"] == 0
