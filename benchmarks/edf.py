@@ -25,8 +25,9 @@ violation is fleet-caused when the value is worse than the same step without EV 
 (0.1 pp, 1e-4 pu). Reported per feeder: energy, sessions short by more than 1 kWh,
 gridflex / EDF energy, gridflex's upper bound and repair cost, violations of each.
 
-    python benchmarks/edf.py --json                      # full sizes (minutes)
-    python benchmarks/edf.py --grids 1-LV-semiurb4--0-sw --hours 8 --json
+    python benchmarks/edf.py --json                      # 00:00–08:00, LV and MV
+    python benchmarks/edf.py --grids 1-MV-semiurb--0-sw,1-MV-urban--0-sw \
+        --start-hour 4 --hours 4 --json                  # the MV morning ramp
 """
 
 from __future__ import annotations
@@ -388,8 +389,10 @@ def independent_violations(
 # --- the comparison ----------------------------------------------------------------------
 
 
-def compare(code: str, spec: Spec, *, hours: float, seed: int = 1) -> dict[str, Any]:
-    scenario, model = heavy_scenario(code, spec, hours=hours, seed=seed)
+def compare(
+    code: str, spec: Spec, *, hours: float, seed: int = 1, start_hour: float = 0.0
+) -> dict[str, Any]:
+    scenario, model = heavy_scenario(code, spec, hours=hours, seed=seed, start_hour=start_hour)
     fg = grid.FeederGrid(model, scenario.topology)
     t0 = time.perf_counter()
     sim = run_simulation(scenario, InProcessBus(), grid=fg)
@@ -407,6 +410,7 @@ def compare(code: str, spec: Spec, *, hours: float, seed: int = 1) -> dict[str, 
         "evses": spec.evses,
         "sites": spec.sites,
         "hours": hours,
+        "start_hour_utc": start_hour,
         "gridflex_kwh": round(delivered, 2),
         "edf_kwh": round(ref.energy_kwh, 2),
         "gridflex_over_edf": round(delivered / ref.energy_kwh, 4) if ref.energy_kwh else 1.0,
@@ -429,13 +433,17 @@ def compare(code: str, spec: Spec, *, hours: float, seed: int = 1) -> dict[str, 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grids", default=",".join(FULL))
-    ap.add_argument("--hours", type=float, default=10.0)
+    ap.add_argument("--hours", type=float, default=8.0)
+    ap.add_argument("--start-hour", type=float, default=0.0, help="UTC hour of the start")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     from _machine import machine_info
 
-    rows = [compare(c, FULL[c], hours=args.hours, seed=args.seed) for c in args.grids.split(",")]
+    rows = [
+        compare(c, FULL[c], hours=args.hours, seed=args.seed, start_hour=args.start_hour)
+        for c in args.grids.split(",")
+    ]
     if args.json:
         print(json.dumps({"results": rows, "machine": machine_info()}))
         return
