@@ -32,7 +32,11 @@ from typing import Protocol, runtime_checkable
 
 from aggregator.pebc.sessions import check_plan_against_pebc
 from aggregator.planning.fallback import proportional_plan
-from aggregator.planning.gridloop import GridModel, plan_site_power_kw, successive_plan
+from aggregator.planning.gridloop import (
+    GridModel,
+    grid_site_kw,
+    successive_plan,
+)
 from aggregator.planning.optimizer import Planner
 from aggregator.planning.request import Plan, PlanRequest, SiteLinearConstraints
 from aggregator.service.config import ServiceConfig
@@ -105,7 +109,7 @@ class PlanEngine:
             cached = self._cache[1]  # same step: the last linearisation still fits
         guess = None
         if self._last is not None and self._last[0].start == req.start:
-            guess = plan_site_power_kw(*self._last)
+            guess = grid_site_kw(*self._last)  # linearise where the grid loop checks
         res = successive_plan(
             req,
             self.planner.plan,
@@ -120,7 +124,7 @@ class PlanEngine:
         self._last = (res.plan, req)
         verified = None
         if res.check is not None and res.check.ok:
-            verified = plan_site_power_kw(res.plan, req)
+            verified = grid_site_kw(res.plan, req)  # what the AC check passed
         return PlanResult(
             job=job,
             plan=res.plan,
