@@ -61,18 +61,16 @@ PROFILE_STEP_MIN = 15
 """SimBench profiles: one value per 15 minutes over the leap year 2016 (35 136 steps)."""
 SITE_LIMIT_STEP_KW = 5.0
 PANDAPOWER_PREFIX = "pandapower:"
+_KERBER: tuple[str, ...] = ("landnetz_freileitung_1", "landnetz_freileitung_2", "dorfnetz")
+_KERBER += ("landnetz_kabel_1", "landnetz_kabel_2", "vorstadtnetz_kabel_1", "vorstadtnetz_kabel_2")
 PANDAPOWER_NETWORKS: dict[str, str] = {
     "cigre_lv": "create_cigre_network_lv",
     "cigre_mv": "create_cigre_network_mv",
-    "kerber_landnetz_freileitung_1": "create_kerber_landnetz_freileitung_1",
-    "kerber_landnetz_freileitung_2": "create_kerber_landnetz_freileitung_2",
-    "kerber_landnetz_kabel_1": "create_kerber_landnetz_kabel_1",
-    "kerber_landnetz_kabel_2": "create_kerber_landnetz_kabel_2",
-    "kerber_dorfnetz": "create_kerber_dorfnetz",
-    "kerber_vorstadtnetz_kabel_1": "create_kerber_vorstadtnetz_kabel_1",
-    "kerber_vorstadtnetz_kabel_2": "create_kerber_vorstadtnetz_kabel_2",
+    **{f"kerber_{k}": f"create_kerber_{k}" for k in _KERBER},
 }
 """Names accepted after ``pandapower:`` → the ``pandapower.networks`` function building it."""
+# default margins plans keep below loading ratings (pp) and inside the voltage band (pu)
+MARGIN_LOADING_PCT, MARGIN_VOLTAGE_PU = 3.0, 0.005
 
 _FALLBACK_LABEL = re.compile(r"bus\d+")
 _VOLTAGE_RTOL = 1e-6
@@ -102,6 +100,8 @@ class FeederModel:
     voltage_level_kv: float
     buses: int
     lines: int
+    margin_loading_pct: float = MARGIN_LOADING_PCT  # per feeder: grid.model.GridMargin
+    margin_voltage_pu: float = MARGIN_VOLTAGE_PU
 
     @cached_property
     def _labels(self) -> dict[int, str]:

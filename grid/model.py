@@ -13,7 +13,8 @@ flow). **Margin against forecast error** (issue 16): the feeder's real load neve
 profile exactly, so plans are made and checked against the ratings minus a
 :class:`GridMargin` (default :data:`DEFAULT_MARGIN`: 3 percentage points of line and
 transformer loading, 0.005 pu of voltage at both ends of the band), configurable per
-feeder (one :class:`FeederGrid` per feeder model). Every :class:`GridCheck` states the
+feeder: ``FeederModel.margin_*`` (a scenario file's ``grid_margin``) or
+``FeederGrid(margin=...)``. Every :class:`GridCheck` states the
 margin it was made with. :func:`base_load_correction` corrects the background forecast
 from a live measurement of the feeder head where one exists (none is on the bus yet).
 
@@ -40,7 +41,7 @@ from aggregator.errors import ConfigError, InvalidInput, Issue
 from aggregator.planning.gridloop import GridCheck, GridViolation
 from aggregator.planning.request import SiteLinearConstraints
 from aggregator.topology import Topology
-from grid.feeders import FeederModel
+from grid.feeders import MARGIN_LOADING_PCT, MARGIN_VOLTAGE_PU, FeederModel
 from grid.powerflow import Engine, GridLimits, PowerFlowResult, net_fingerprint, run_timeseries
 from grid.sensitivity import grid_constraints, linearize
 
@@ -51,8 +52,8 @@ __all__ = ["DEFAULT_MARGIN", "FeederGrid", "GridMargin", "base_load_correction"]
 class GridMargin:
     """Reserve below the ratings that plans keep for forecast error (pp of loading, pu)."""
 
-    loading_pct: float = 3.0
-    voltage_pu: float = 0.005
+    loading_pct: float = MARGIN_LOADING_PCT
+    voltage_pu: float = MARGIN_VOLTAGE_PU
 
     def validate(self, limits: GridLimits) -> list[Issue]:
         issues: list[Issue] = []
@@ -121,7 +122,7 @@ class FeederGrid:
         limits: GridLimits | None = None,
         engine: Engine = "pgm",
         max_site_kw: NDArray[np.float64] | None = None,
-        margin: GridMargin = DEFAULT_MARGIN,
+        margin: GridMargin | None = None,
     ) -> None:
         missing = [s.site_id for s in topology.sites if not s.bus]
         if missing:
@@ -130,6 +131,10 @@ class FeederGrid:
         self.topology = topology
         self.site_buses: tuple[str, ...] = tuple(str(s.bus) for s in topology.sites)
         self.ratings = limits or GridLimits()
+        if margin is None:  # the feeder's own (a scenario file's ``grid_margin``)
+            margin = GridMargin(
+                loading_pct=model.margin_loading_pct, voltage_pu=model.margin_voltage_pu
+            )
         issues = margin.validate(self.ratings)
         if issues:
             raise ConfigError(issues)

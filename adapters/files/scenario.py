@@ -264,6 +264,23 @@ def load_scenario_and_feeder(path: Path) -> tuple[Scenario, grid.FeederModel]:
             model = grid.load_feeder(feeder_spec)
         except InvalidInput as exc:
             issues.extend(dataclasses.replace(i, field="feeder") for i in exc.issues)
+    raw_margin = doc.get("grid_margin")  # per feeder: {loading_pct, voltage_pu}
+    if raw_margin is not None and not isinstance(raw_margin, Mapping):
+        issues.append(Issue("grid_margin", "must be a mapping (loading_pct, voltage_pu)"))
+    elif raw_margin is not None and model is not None:
+        d = grid.DEFAULT_MARGIN
+        margin = grid.GridMargin(
+            loading_pct=_float(
+                raw_margin.get("loading_pct"), "grid_margin.loading_pct", issues, d.loading_pct
+            ),
+            voltage_pu=_float(
+                raw_margin.get("voltage_pu"), "grid_margin.voltage_pu", issues, d.voltage_pu
+            ),
+        )
+        issues.extend(margin.validate(grid.GridLimits()))
+        model = dataclasses.replace(
+            model, margin_loading_pct=margin.loading_pct, margin_voltage_pu=margin.voltage_pu
+        )
     feeder_id = model.feeder_id if model is not None else feeder_spec
     placements: list[grid.SitePlacement] = []
     csms: dict[str, str] = {}

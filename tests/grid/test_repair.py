@@ -9,14 +9,17 @@ the real LP. Also: the margin, the base-load correction and the energy bound.
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
 from numpy.typing import NDArray
 
 import grid
-from aggregator.errors import ConfigError
+from adapters.files.scenario import load_scenario_and_feeder
+from aggregator.errors import ConfigError, InvalidInput
 from aggregator.planning.gridloop import (
     GridCheck,
     GridViolation,
@@ -163,3 +166,23 @@ def test_energy_bound_is_the_relaxation_optimum() -> None:
         sc.sessions,
     )
     assert energy_bound_kwh(capped) == pytest.approx(60.0)  # 60 kW for one hour
+
+
+def test_a_scenario_file_sets_the_feeders_margin(tmp_path: Path) -> None:
+    src = Path(__file__).resolve().parents[1] / "data" / "scenarios" / "rural"
+    for f in src.iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    text = (src / "scenario.yaml").read_text()
+    (tmp_path / "scenario.yaml").write_text(
+        text + "grid_margin: {loading_pct: 5, voltage_pu: 0.01}\n"
+    )
+    sc, model = load_scenario_and_feeder(tmp_path / "scenario.yaml")
+    fg = grid.FeederGrid(model, sc.topology)
+    assert (fg.margin.loading_pct, fg.margin.voltage_pu) == (5.0, 0.01)
+    assert fg.limits.max_trafo_loading_pct == 95.0
+    (tmp_path / "scenario.yaml").write_text(text + "grid_margin: {loading_pct: 150}\n")
+    with pytest.raises((ConfigError, InvalidInput)):
+        load_scenario_and_feeder(tmp_path / "scenario.yaml")
+    # without the key: the documented default
+    sc, model = load_scenario_and_feeder(src / "scenario.yaml")
+    assert grid.FeederGrid(model, sc.topology).margin == grid.DEFAULT_MARGIN
