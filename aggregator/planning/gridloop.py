@@ -20,6 +20,12 @@ pandapower and power-grid-model) is injected. Site powers cross this interface a
 4. if the last re-solve still violates, the plan itself is scaled to the repaired site
    powers (no solver), which always passes.
 
+What is checked is the **grid view** of a plan (:func:`grid_site_kw`): per site and step,
+every session present in the step at its planned rate — not the step mean, which a
+re-plan made mid-step (it charges the rest of the step faster) or a car leaving inside a
+step understates. Rows on the grid view become rows on the plan's step means through the
+view/mean ratio of the plan they are linearised at (:func:`_in_plan_terms`).
+
 Invariant (the guarantee): the plan :func:`successive_plan` returns passes the model's AC
 check over the checked steps — with zero EV power in a step the feeder is at its
 background, which the model's check never counts as the fleet's doing — unless the model
