@@ -119,6 +119,7 @@ class HighsSolver:
             h.changeColsBounds(n, cols, model.col_lo, model.col_hi)
             h.changeRowsBounds(m, rows, model.row_lo, model.row_hi)
             h.changeObjectiveOffset(model.offset)
+            h.setOptionValue("solver", "simplex")  # from the last basis (IPM has crossed over)
         else:
             self._pass(h, model)
         self._a = None
