@@ -51,10 +51,12 @@ AGGREGATOR_ALL = [
 ]
 
 GRID_ALL = [
+    "DEFAULT_MARGIN",
     "DEFAULT_POWER_FACTOR",
     "FeederGrid",
     "FeederModel",
     "GridLimits",
+    "GridMargin",
     "KW_PER_MW",
     "MW_PER_KW",
     "PANDAPOWER_NETWORKS",
@@ -66,6 +68,7 @@ GRID_ALL = [
     "Violation",
     "background_load_kw",
     "background_pq_mw",
+    "base_load_correction",
     "bus_index",
     "bus_name",
     "grid_constraints",
