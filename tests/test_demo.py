@@ -1,7 +1,8 @@
 """The README's first command: ``gridflex demo`` on the real SimBench feeder, end to end.
 
 The figures a newcomer is promised: no limit excess, no AC violation, no plan fallback,
-at least 99 % of the energy an oracle could deliver, and stdout carrying only the JSON
+at least 99 % of the energy bound (a relaxation no schedule beats, so at least 99 % of
+what any schedule could deliver), and stdout carrying only the JSON
 (the solver's banner goes elsewhere). The timeout is generous: CI machines are busy
 (``time gridflex demo`` on a quiet 2-core machine is in benchmarks/RESULTS.md).
 """
