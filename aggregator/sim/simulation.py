@@ -39,8 +39,7 @@ from aggregator.messages import (
     SetpointBatch,
     encode,
 )
-from aggregator.planning.gridloop import GridModel, GridRepair, successive_plan
-from aggregator.planning.optimizer import Planner
+from aggregator.planning.gridloop import GridModel, GridRepair
 from aggregator.planning.request import PlanRequest, session_windows
 from aggregator.service.replica import PriceSeries, Service, ServiceConfig
 from aggregator.sim.bound import energy_bound_kwh
@@ -56,7 +55,6 @@ def _bincount_f(
 __all__ = [
     "SimulatedCsms",
     "SimulationResult",
-    "deliverable_energy_kwh",
     "oracle_request",
     "run_simulation",
 ]
@@ -164,19 +162,6 @@ def oracle_request(scenario: Scenario) -> PlanRequest:
         reserve_kw=np.zeros(steps),
         weights=scenario.weights,
     )
-
-
-def deliverable_energy_kwh(
-    scenario: Scenario, solver: str | None = None, grid: GridModel | None = None
-) -> float:
-    """Energy an oracle that knew every session and limit in advance could deliver
-    (within the feeder's AC limits too, when a grid model is given)."""
-    req = oracle_request(scenario)
-    if req.n_sessions == 0:
-        return 0.0
-    planner = Planner(solver or scenario.solver)
-    plan = planner.plan(req) if grid is None else successive_plan(req, planner.plan, grid).plan
-    return float(np.sum(np.minimum(plan.energy_kwh, req.energy_needed_kwh)))
 
 
 def run_simulation(

@@ -10,8 +10,9 @@ import pytest
 from adapters.stream.inprocess import InProcessBus
 from aggregator.errors import InvalidInput
 from aggregator.limits import DsoLimit, TargetType
+from aggregator.sim.bound import energy_bound_kwh
 from aggregator.sim.scenario import AnnouncedLimit, Scenario, SessionSpec, TimeSeries
-from aggregator.sim.simulation import deliverable_energy_kwh, run_simulation
+from aggregator.sim.simulation import run_simulation
 from aggregator.topology import Feeder, Site, Topology
 from markets.activation import ReserveActivation
 
@@ -117,10 +118,11 @@ def test_same_scenario_same_result() -> None:
     }
 
 
-def test_a_tighter_limit_never_delivers_more() -> None:
-    loose = deliverable_energy_kwh(scenario(limit_kw=60.0))
-    tight = deliverable_energy_kwh(scenario(limit_kw=5.0))
+def test_a_tighter_limit_never_raises_the_bound() -> None:
+    loose = energy_bound_kwh(scenario(limit_kw=60.0))
+    tight = energy_bound_kwh(scenario(limit_kw=5.0))
     assert tight <= loose + 1e-6
+    assert tight < loose  # the 5 kW limit binds in this scenario
 
 
 def test_invalid_scenario_lists_every_problem() -> None:
