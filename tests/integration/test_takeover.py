@@ -198,7 +198,7 @@ def test_two_replicas_sigkill_inside_the_window_no_batch_above_any_cap(
     tmp_path: Path,
 ) -> None:
     topology = write_topology(tmp_path / "topology.yaml")
-    group = "takeover"
+    group = f"takeover-{client}"  # a group per run: no member of an earlier run to wait for
     a = start(streams, topology, tmp_path, "a", group, client)
     b = start(streams, topology, tmp_path, "b", group, client)
     replicas += [a, b]
