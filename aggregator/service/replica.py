@@ -141,8 +141,6 @@ class Service:
         self.prices: PriceSeries | None = None
         self.counters: Counter[str] = Counter()
         self.events: EventSink = events if events is not None else NullSink()
-        # kept for adapters not yet on SessionChanged events (the state topic writer)
-        self.changed_evses: set[str] = set()
         self.plans = PlanDesk(runner, config, self.counters, self._emit)
         self.plan_s = self.plans.plan_s  # build + solve of solved plans (bounded)
         self.grid_notes = self.plans.grid_notes
@@ -184,7 +182,6 @@ class Service:
         self.counters[f"telemetry.{res.outcome.value}"] += 1
         if res.outcome is ApplyOutcome.APPLIED:
             self._telemetry_since_frame = True
-            self.changed_evses.add(msg.evse_id)
             if isinstance(msg, SessionStarted | SessionEnded):
                 slot = self.fleet.slot_of.get(msg.evse_id)
                 if slot is not None:  # its frame row belongs to the session before
@@ -281,7 +278,6 @@ class Service:
         now = self.clock.now()
         for evse in self.fleet.expire(now):
             self.counters["sessions.expired"] += 1
-            self.changed_evses.add(evse)
             self._session_changed(evse)
         self.limits.expire(now)
         self._take_results(now)
