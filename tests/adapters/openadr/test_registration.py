@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 
@@ -26,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from adapters.openadr import OpenAdrConfig, OpenAdrTarget, OpenAdrVen, export_ven_metrics
 from adapters.openadr.ven import retry_delay_s
 from adapters.serve.wiring import ven_ready
+from tests.conftest import wait_until
 
 CERT_ERROR = 463
 SIMPLE = "simpleHttp"
@@ -39,12 +39,8 @@ def free_port() -> int:
 
 
 def wait_for(check: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
+    """``True`` once ``check`` holds; fails the test (with what it waited for) at the deadline."""
+    return bool(wait_until(check, timeout_s, "the VEN's registration state"))
 
 
 class FakeVtn:

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -63,14 +62,12 @@ def test_embedded_serve_answers_the_api_with_hosting_capacity(tmp_path: Path) ->
     )
     base, auth = f"http://127.0.0.1:{api}", {"Authorization": f"Bearer {TOKEN}"}
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/v1/sites", headers=auth).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
+        wait_until(
+            lambda: httpx.get(f"{base}/v1/sites", headers=auth).status_code == 200,
+            60,
+            "the embedded API answering /v1/sites",
+            interval_s=0.3,
+        )
         sites = httpx.get(f"{base}/v1/sites", headers=auth).json()
         assert len(sites) == 2 and "farm" in json.dumps(sites) and "shop" in json.dumps(sites)
         feeder = httpx.get(f"{base}/v1/feeders/f1", headers=auth, timeout=60)

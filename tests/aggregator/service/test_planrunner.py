@@ -25,6 +25,7 @@ from aggregator.service.planrunner import (
 from aggregator.service.replica import Service, ServiceConfig
 from aggregator.topology import Feeder, Site, Topology
 from tests.aggregator.service.conftest import T0, HeldRunner, ListSink, session
+from tests.conftest import wait_until
 
 TOPO = Topology(
     feeders=(Feeder("f1", 60.0),),
@@ -49,13 +50,7 @@ def jobs(n: int) -> list[PlanJob]:
 
 
 def wait_for(runner: PlanRunner) -> PlanResult:
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        res = runner.poll()  # never blocks
-        if res is not None:
-            return res
-        time.sleep(0.05)
-    raise AssertionError(f"no plan within {DEADLINE_S} s")
+    return wait_until(runner.poll, DEADLINE_S, "a plan from the worker")  # poll never blocks
 
 
 def test_a_worker_process_solves_a_small_plan_and_superseded_jobs_are_skipped() -> None:
@@ -96,11 +91,13 @@ def test_a_service_on_a_worker_keeps_dispatching_while_it_plans() -> None:
         svc.handle(session(0, site="s1", csms="cs-a"))
         svc.tick()  # submits, returns at once
         assert svc.plan is None and sink.batches  # the late starter is served meanwhile
-        deadline = time.monotonic() + DEADLINE_S
-        while svc.plan is None and time.monotonic() < deadline:
+
+        def planned() -> bool:
             clock.advance(0.5)
             svc.tick()
-            time.sleep(0.05)
+            return svc.plan is not None
+
+        wait_until(planned, DEADLINE_S, "the service taking the worker's plan")
         assert svc.plan is not None and svc.counters["plans.solved"] == 1
     finally:
         svc.close()
