@@ -234,15 +234,7 @@ class PowerSnapshot:
         if service is None:
             self._kw = {}
             return
-        f, topo = service.fleet, service.topology
-        n = f.n_slots
-        live = np.where(f.active[:n], f.power_kw[:n], 0.0)
-        site = np.bincount(f.site[:n], weights=live, minlength=topo.n_sites)
-        feeder = np.bincount(topo.site_feeder, weights=site, minlength=topo.n_feeders)
-        kw = {s.site_id: float(site[i]) for i, s in enumerate(topo.sites)}
-        kw.update({fd.feeder_id: float(feeder[i]) for i, fd in enumerate(topo.feeders)})
-        kw["fleet"] = float(site.sum())
-        self._kw = kw
+        self._kw = service.measured_power_kw()
 
     def kw(self, target_id: str) -> float:
         return self._kw.get(target_id, 0.0)

@@ -224,7 +224,7 @@ class StreamRunner:
             for st in restore_sessions(self.transport, self.topics.state):
                 if st.site_id in sites:
                     try:
-                        svc.fleet.restore(st)
+                        svc.restore(st)
                     except InvalidInput:
                         continue
                     restored += 1

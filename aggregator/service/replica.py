@@ -40,7 +40,7 @@ from numpy.typing import NDArray
 
 from aggregator.dispatch import Activation, Dispatcher, NoActivation
 from aggregator.errors import InvalidInput
-from aggregator.fleet import ApplyOutcome, ApplyResult, FleetState
+from aggregator.fleet import ApplyOutcome, ApplyResult, FleetState, SessionState
 from aggregator.interfaces import DEFAULT_TOPICS, Clock, Record, SetpointSink, Topics
 from aggregator.limits import LimitBook
 from aggregator.messages import (
@@ -240,6 +240,23 @@ class Service:
         """Fast loop: one frequency sample or aFRR request → setpoint batches."""
         dev = self.activation.deviation_kw(msg, self.config.reserve_kw)
         return self.dispatch(dev, source_ts=msg.ts)
+
+    def restore(self, state: SessionState) -> None:
+        """Put a session back as the state topic holds it (after an assignment); raises
+        :class:`~aggregator.errors.InvalidInput` for a state this replica cannot take."""
+        self.fleet.restore(state)
+
+    def measured_power_kw(self) -> dict[str, float]:
+        """Measured power of the live sessions per site, feeder (by id) and ``"fleet"``."""
+        f, topo = self.fleet, self.topology
+        n = f.n_slots
+        live = np.where(f.active[:n], f.power_kw[:n], 0.0)
+        site = np.bincount(f.site[:n], weights=live, minlength=topo.n_sites)
+        feeder = np.bincount(topo.site_feeder, weights=site, minlength=topo.n_feeders)
+        kw = {s.site_id: float(site[i]) for i, s in enumerate(topo.sites)}
+        kw.update({fd.feeder_id: float(feeder[i]) for i, fd in enumerate(topo.feeders)})
+        kw["fleet"] = float(site.sum())
+        return kw
 
     def seed_leases(
         self,
