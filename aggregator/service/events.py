@@ -23,6 +23,7 @@ from typing import Protocol, Self, runtime_checkable
 
 from aggregator.fleet import SessionState, SnapshotRow
 from aggregator.fleet.table import state_from_row
+from aggregator.messages import FrequencySignal
 
 __all__ = [
     "BatchesPublished",
@@ -34,6 +35,7 @@ __all__ = [
     "NullSink",
     "PlanDiscarded",
     "PlanMade",
+    "PoolSampled",
     "RecordingEventSink",
     "ServiceEvent",
     "ServiceStatus",
@@ -148,6 +150,26 @@ class BatchesPublished:
     source_ts: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PoolSampled:
+    """One fast-loop run's pool totals (kW), the rows of the market's 1 s record.
+
+    ``signal`` is what was asked (frequency sample or aFRR request; ``None`` for a
+    re-dispatch without a new signal), ``reserve_kw`` the reserve held, ``deviation_kw``
+    what the activation rule made of it, ``baseline_kw`` the planned pool power (working
+    point) and ``setpoint_kw`` the sum of the setpoints sent; ``measured_kw`` is the pool's
+    measured power, ``None`` when the emitter has no measurement of that moment.
+    """
+
+    at: datetime
+    signal: FrequencySignal | None
+    reserve_kw: float
+    baseline_kw: float
+    deviation_kw: float
+    setpoint_kw: float
+    measured_kw: float | None = None
+
+
 @dataclass(frozen=True, kw_only=True)
 class ServiceStatus:
     """A read-only snapshot for health and metrics."""
@@ -167,6 +189,7 @@ ServiceEvent = (
     | LimitRejected
     | SessionChanged
     | BatchesPublished
+    | PoolSampled
 )
 
 
