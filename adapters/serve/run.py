@@ -27,7 +27,9 @@ from adapters.serve.wiring import (
     audit_events,
     hosting_view,
     open_audit,
+    service_events,
     start_api,
+    start_history,
     start_ven,
     ven_ready,
 )
@@ -96,7 +98,8 @@ def serve(
     except InvalidInput as exc:
         log.error("audit_log_refused", issues=[str(i) for i in exc.issues])
         return 2
-    events = audit_events(audit) if audit is not None else None
+    history = start_history(settings.history, topology, metrics.registry)  # off: None
+    events = service_events(audit_events(audit) if audit is not None else None, history)
     if settings.kafka is not None:
         from adapters.stream.runner import StreamRunner
 
@@ -154,6 +157,8 @@ def serve(
                     refreshed = time.monotonic()
                     power.refresh(runner.service)
                     prices.drain(runner.service)
+                if history is not None:
+                    history.sample(runner.service)
         finally:
             if ven is not None:
                 ven.stop()
@@ -162,15 +167,20 @@ def serve(
             if follower is not None:
                 follower.stop()
             runner.close()
+            if history is not None:
+                history.close()
             http.stop()
             log.info("stopped", audit_head=audit.head if audit is not None else None)
         return 0
     bus = InProcessBus()
+    setpoints: SetpointSink = sink if sink is not None else RecordingSink()
+    if history is not None:  # setpoint sums per site/feeder come from the delivered batches
+        setpoints = history.tee(setpoints)
     svc = Service(  # the planner in a worker process: this loop never waits for a plan
         topology,
         config,
         clock=clock,
-        sink=sink if sink is not None else RecordingSink(),
+        sink=setpoints,
         events=events,
         activation=ReserveActivation(),
         runner=ProcessPlanRunner(EngineFactory(config)),
@@ -210,6 +220,8 @@ def serve(
             for rec in bus.poll():
                 svc.handle(rec)
             svc.tick()
+            if history is not None:
+                history.sample(svc)
             stop.wait(settings.tick_s)
     finally:
         if ven is not None:
@@ -217,6 +229,8 @@ def serve(
         if api is not None:
             api.stop()
         svc.close()  # stops the plan worker
+        if history is not None:
+            history.close()
         http.stop()
         log.info("stopped", audit_head=audit.head if audit is not None else None)
     return 0

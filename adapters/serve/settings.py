@@ -38,6 +38,7 @@ from pydantic_settings import (
 )
 
 from adapters.openadr.config import OpenAdrConfig
+from adapters.ops.history_settings import HistorySettings
 from adapters.stream.settings import KafkaSettings
 from aggregator.errors import ConfigError, Issue
 from aggregator.service.replica import ServiceConfig
@@ -135,6 +136,7 @@ class ServeSettings(BaseSettings):
     api: ApiSettings | None = None
     openadr: OpenAdrConfig | None = None  # an OpenADR 2.0b VEN beside the service
     audit_log: Path | None = None  # limits received/cancelled and fallbacks, hash-chained
+    history: HistorySettings | None = None  # InfluxDB history (GRIDFLEX_HISTORY__URL); off
     service: ServiceSettings = ServiceSettings()
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535)

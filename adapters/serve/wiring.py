@@ -35,12 +35,13 @@ from adapters.api.telemetry import TelemetryIngest
 from adapters.dso.audit import AuditLog, export_head
 from adapters.dso.audit_sink import AuditSink
 from adapters.dso.intake import LimitIntake, Publish, Signal
+from adapters.ops.history import HistorySettings, InfluxHistory
 from adapters.serve.settings import ApiSettings
 from aggregator.errors import InvalidInput, TransientIO
 from aggregator.interfaces import Clock, MessageBus
 from aggregator.messages import DsoLimitCancel, DsoLimitMessage, encode
 from aggregator.planning.request import PlanRequest
-from aggregator.service.events import EventSink
+from aggregator.service.events import EventSink, FanOut
 from aggregator.service.replica import Service
 from aggregator.topology import Topology
 from markets.flexibility import fleet_flexibility_kw
@@ -59,7 +60,9 @@ __all__ = [
     "intake_publisher",
     "kafka_publisher",
     "open_audit",
+    "service_events",
     "start_api",
+    "start_history",
     "start_ven",
     "ven_ready",
 ]
@@ -189,6 +192,25 @@ def audit_events(log: AuditLog) -> EventSink:
     """The service's event sink for the audit log: fallbacks and rejected limits (limits
     received and cancelled are audited once, by the DSO intake)."""
     return AuditSink(log)
+
+
+def start_history(
+    settings: HistorySettings | None, topology: Topology, registry: CollectorRegistry
+) -> InfluxHistory | None:
+    """The InfluxDB history sink on its own thread (None when not configured); its drop
+    counter and queue are exported in ``registry``."""
+    if settings is None:
+        return None
+    _log.info("history", url=settings.url, bucket=settings.bucket)
+    return InfluxHistory(topology, settings, registry=registry).start()
+
+
+def service_events(*sinks: EventSink | None) -> EventSink | None:
+    """One event sink for the service out of those configured (None: none is)."""
+    present = [s for s in sinks if s is not None]
+    if not present:
+        return None
+    return present[0] if len(present) == 1 else FanOut(present)
 
 
 def kafka_publisher(producer: Any, topic: str) -> Publish:

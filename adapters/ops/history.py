@@ -1,0 +1,500 @@
+"""History of a replica in InfluxDB: an :class:`EventSink` that never slows the fast loop.
+
+:class:`InfluxHistory` subscribes to the service's typed events and writes, through
+``influxdb-client``'s v2 write API, in batches from its own thread:
+
+* ``activation`` — every fast-loop run (:class:`BatchesPublished`): the requested fleet
+  deviation ``deviation_kw`` (the reserve activation), batches, dispatch ``elapsed_s``;
+* ``plan`` — every plan taken (:class:`PlanMade`): ``build_s``, ``solve_s``, sessions,
+  ``fallback`` (0/1, tag ``fallback_reason``), tag ``solver``; ``plan_objective`` — the
+  plan's objective value, sampled when a new plan is in force; ``plan_discarded``;
+* ``limit`` — DSO limits applied / cancelled / rejected (tag ``action``), ``limit_kw``;
+* ``power`` — sampled every ``sample_s`` by :meth:`sample` on the service's loop, per
+  site, feeder and the fleet (tags ``level``, ``id``): ``measured_kw`` (live sessions),
+  ``setpoint_kw`` (sum of the latest setpoint batch per CSMS, seen through :meth:`tee`),
+  ``cap_kw`` (the limit in force now) and, per feeder, ``headroom_kw``.
+
+Markets' 1 s record (and any later event type) has two hooks: :meth:`record` (the core's
+:class:`~aggregator.interfaces.HistorySink` protocol: one point, any measurement) and
+:func:`register_event` (a converter from a new event type to points).
+
+Invariants:
+
+* ``emit``, ``record``, ``sample`` and the teed ``publish`` never block and never do I/O:
+  they append to a bounded :class:`collections.deque` (no lock is taken); when it is full
+  the oldest item is dropped and counted (``gridflex_history_dropped_total``);
+* only the writer thread converts and writes; a failed write is retried with backoff, and
+  a retried batch is dropped (and counted) as soon as the queue has overflowed behind it,
+  since it is then older than what was lost: the drop order stays oldest first;
+* ``SessionChanged`` (20 000/s) is never queued: it only keeps the EVSE → site map that
+  turns setpoint batches into per-site sums.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+import structlog
+from influxdb_client import InfluxDBClient, Point, WritePrecision
+from influxdb_client.client.write_api import SYNCHRONOUS
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from adapters.ops.history_settings import HistorySettings
+from aggregator.interfaces import SetpointSink
+from aggregator.messages import SetpointBatch
+from aggregator.service.events import (
+    BatchesPublished,
+    LimitApplied,
+    LimitCancelled,
+    LimitRejected,
+    PlanDiscarded,
+    PlanMade,
+    SessionChanged,
+)
+from aggregator.topology import Topology
+
+if TYPE_CHECKING:
+    from aggregator.service.replica import Service
+
+__all__ = [
+    "HistorySettings",
+    "InfluxHistory",
+    "InfluxWriter",
+    "PointWriter",
+    "points_of",
+    "register_event",
+]
+
+_log = structlog.get_logger("gridflex.history")
+
+EventPoints = Callable[[Any], Iterable[Point]]
+_CONVERTERS: dict[type, EventPoints] = {}
+
+
+def register_event(kind: type, convert: EventPoints) -> None:
+    """Write events of ``kind`` as the points ``convert`` makes (hook for new event types,
+    e.g. the markets' 1 s record: register its event here and add it to the service's
+    events; the converter runs on the writer thread)."""
+    _CONVERTERS[kind] = convert
+
+
+class PointWriter(Protocol):
+    def write(self, points: Sequence[Point]) -> None:
+        """Write all points or raise."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class InfluxWriter:
+    """``influxdb-client``'s synchronous v2 write API (used on the history thread only)."""
+
+    def __init__(self, settings: HistorySettings) -> None:
+        self._settings = settings
+        self._client = InfluxDBClient(
+            url=settings.url,
+            token=settings.token,
+            org=settings.org,
+            timeout=int(settings.timeout_s * 1000),
+            retries=False,  # the history thread retries, with backoff and drop-oldest
+        )
+        self._api = self._client.write_api(write_options=SYNCHRONOUS)
+
+    def write(self, points: Sequence[Point]) -> None:
+        s = self._settings
+        self._api.write(
+            bucket=s.bucket, org=s.org, record=list(points), write_precision=WritePrecision.NS
+        )
+
+    def close(self) -> None:
+        self._api.close()
+        self._client.close()
+
+
+# ---------------------------------------------------------------------------- points
+
+
+def _tagged(p: Point, tags: Mapping[str, str | None]) -> Point:
+    for k, v in tags.items():
+        if v:  # an empty tag value is not allowed in line protocol
+            p = p.tag(k, v)
+    return p
+
+
+def _plan_made(e: PlanMade) -> Iterable[Point]:
+    p = _tagged(Point("plan"), {"solver": e.solver, "fallback_reason": e.fallback})
+    yield (
+        p.field("build_s", float(e.build_s))
+        .field("solve_s", float(e.solve_s))
+        .field("sessions", int(e.sessions))
+        .field("fallback", int(e.fallback is not None))
+        .field("grid_iterations", int(e.grid_iterations))
+        .field("limits_version", int(e.limits_version))
+        .time(e.at, WritePrecision.NS)
+    )
+
+
+def _plan_discarded(e: PlanDiscarded) -> Iterable[Point]:
+    p = _tagged(Point("plan_discarded"), {"reason": e.reason[:60]})
+    yield p.field("count", 1).time(e.at, WritePrecision.NS)
+
+
+def _limit_applied(e: LimitApplied) -> Iterable[Point]:
+    tags = {
+        "action": "applied",
+        "target_type": e.target_type,
+        "target_id": e.target_id,
+        "source": e.source,
+    }
+    yield (
+        _tagged(Point("limit"), tags)
+        .field("limit_kw", float(e.limit_kw))
+        .field("start_s", e.start.timestamp())
+        .field("end_s", e.end.timestamp())
+        .field("event_id", e.event_id)
+        .time(e.at, WritePrecision.NS)
+    )
+
+
+def _limit_cancelled(e: LimitCancelled) -> Iterable[Point]:
+    p = _tagged(Point("limit"), {"action": "cancelled", "source": e.source})
+    yield p.field("found", int(e.found)).field("event_id", e.event_id).time(e.at)
+
+
+def _limit_rejected(e: LimitRejected) -> Iterable[Point]:
+    p = _tagged(Point("limit"), {"action": "rejected"})
+    yield p.field("reason", e.reason).field("event_id", e.event_id).time(e.at)
+
+
+def _batches(e: BatchesPublished) -> Iterable[Point]:
+    p = (
+        Point("activation")
+        .field("deviation_kw", float(e.deviation_kw))
+        .field("batches", int(e.batches))
+        .field("elapsed_s", float(e.elapsed_s))
+    )
+    if e.source_ts is not None:
+        p = p.field("source_lag_s", (e.at - e.source_ts).total_seconds())
+    yield p.time(e.at, WritePrecision.NS)
+
+
+register_event(PlanMade, _plan_made)
+register_event(PlanDiscarded, _plan_discarded)
+register_event(LimitApplied, _limit_applied)
+register_event(LimitCancelled, _limit_cancelled)
+register_event(LimitRejected, _limit_rejected)
+register_event(BatchesPublished, _batches)
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """One point handed to :meth:`InfluxHistory.record`."""
+
+    measurement: str
+    at: datetime
+    fields: Mapping[str, float]
+    tags: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Sample:
+    """What :meth:`InfluxHistory.sample` took on the service's loop (values, no arrays)."""
+
+    at: datetime
+    measured_kw: Mapping[str, float]
+    site_cap_kw: Mapping[str, float]
+    feeder_cap_kw: Mapping[str, float]
+    fleet_cap_kw: float
+    headroom_kw: Mapping[str, float]
+    batches: tuple[SetpointBatch, ...]
+    objective: float | None
+
+
+def _finite(x: float) -> bool:
+    return x == x and abs(x) != float("inf")
+
+
+def points_of(item: object, topology: Topology, evse_site: Mapping[str, str]) -> list[Point]:
+    """The points of one queued item (an event, a record or a sample)."""
+    if isinstance(item, _Record):
+        p = _tagged(Point(item.measurement), item.tags)
+        for k, v in item.fields.items():
+            p = p.field(k, v)
+        return [p.time(item.at, WritePrecision.NS)]
+    if isinstance(item, _Sample):
+        return _sample_points(item, topology, evse_site)
+    convert = _CONVERTERS.get(type(item))
+    return [] if convert is None else list(convert(item))
+
+
+def _sample_points(s: _Sample, topo: Topology, evse_site: Mapping[str, str]) -> list[Point]:
+    site_sp: dict[str, float] = defaultdict(float)
+    for b in s.batches:
+        get = evse_site.get
+        for evse, kw in zip(b.evse_ids, b.power_kw, strict=True):
+            site = get(evse)
+            if site is not None:
+                site_sp[site] += kw
+    feeder_of = {st.site_id: st.feeder_id for st in topo.sites}
+    feeder_sp: dict[str, float] = defaultdict(float)
+    for site, kw in site_sp.items():
+        feeder_sp[feeder_of.get(site, "")] += kw
+    out: list[Point] = []
+
+    def power(level: str, target: str, setpoint: float, cap: float | None) -> Point:
+        p = (
+            Point("power")
+            .tag("level", level)
+            .tag("id", target)
+            .field("measured_kw", float(s.measured_kw.get(target, 0.0)))
+            .field("setpoint_kw", float(setpoint))
+        )
+        if cap is not None and _finite(cap):
+            p = p.field("cap_kw", float(cap))
+        return p
+
+    for st in topo.sites:
+        out.append(
+            power("site", st.site_id, site_sp.get(st.site_id, 0.0), s.site_cap_kw.get(st.site_id))
+        )
+    for fd in topo.feeders:
+        p = power(
+            "feeder",
+            fd.feeder_id,
+            feeder_sp.get(fd.feeder_id, 0.0),
+            s.feeder_cap_kw.get(fd.feeder_id),
+        )
+        head = s.headroom_kw.get(fd.feeder_id)
+        if head is not None and _finite(head):
+            p = p.field("headroom_kw", float(head))
+        out.append(p)
+    out.append(power("fleet", "fleet", sum(site_sp.values()), s.fleet_cap_kw))
+    if s.objective is not None and _finite(s.objective):
+        out.append(Point("plan_objective").field("objective", float(s.objective)))
+    return [p.time(s.at, WritePrecision.NS) for p in out]
+
+
+# ---------------------------------------------------------------------------- the sink
+
+
+class _Tee:
+    """A setpoint sink that remembers the latest delivered batch per CSMS (dict store)."""
+
+    def __init__(self, inner: SetpointSink, latest: dict[str, SetpointBatch]) -> None:
+        self._inner = inner
+        self._latest = latest
+
+    def publish(self, batch: SetpointBatch) -> bool | None:
+        ok = self._inner.publish(batch)
+        if ok is not False:
+            self._latest[batch.csms_id] = batch
+        return ok
+
+
+class InfluxHistory:
+    """Service events and samples → a bounded queue → batches written on a thread."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        settings: HistorySettings,
+        *,
+        writer: PointWriter | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.topology = topology
+        self.settings = settings
+        self._writer = writer
+        self._q: deque[object] = deque(maxlen=settings.queue_size)
+        self._evse_site: dict[str, str] = {}
+        self._latest: dict[str, SetpointBatch] = {}
+        self._next_sample = 0.0
+        self._plan: object = None
+        self.dropped = 0  # items lost to a full queue or a failed batch behind one
+        self.written = 0  # points written
+        self.write_errors = 0
+        self.up = False  # the last write succeeded
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if registry is not None:
+            registry.register(_HistoryCollector(self))
+
+    # ------------------------------------------------------------------ service side
+
+    def _put(self, item: object) -> None:
+        q = self._q
+        if len(q) == q.maxlen:  # deque drops the oldest on append; count it
+            self.dropped += 1
+        q.append(item)
+
+    def emit(self, event: object) -> None:
+        """Take one service event (service thread; never blocks)."""
+        if type(event) is SessionChanged:
+            row = event.row
+            if row is None:
+                self._evse_site.pop(event.evse_id, None)
+            else:
+                self._evse_site[event.evse_id] = row[1]
+            return
+        self._put(event)
+
+    def record(
+        self,
+        measurement: str,
+        time: datetime,
+        fields: Mapping[str, float],
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """One point of any series (:class:`~aggregator.interfaces.HistorySink`)."""
+        self._put(_Record(measurement, time, dict(fields), dict(tags or {})))
+
+    def tee(self, sink: SetpointSink) -> SetpointSink:
+        """``sink``, with each delivered batch remembered for the setpoint sums."""
+        return _Tee(sink, self._latest)
+
+    def sample(self, service: Service | None, *, force: bool = False) -> bool:
+        """Every ``sample_s`` (monotonic), queue power, setpoint sums and caps of now.
+
+        Runs on the service's loop between records (a few bincounts, no I/O); returns
+        whether a sample was taken."""
+        mono = time.monotonic()
+        if service is None or (not force and mono < self._next_sample):
+            return False
+        self._next_sample = mono + self.settings.sample_s
+        now = service.clock.now()
+        caps = service.limits.caps_at(now)
+        topo = self.topology
+        plan = service.plan
+        objective = None
+        if plan is not None and plan is not self._plan:
+            self._plan = plan
+            objective = float(plan.objective)
+        self._put(
+            _Sample(
+                at=now,
+                measured_kw=service.measured_power_kw(),
+                site_cap_kw={s.site_id: float(caps.site_kw[i]) for i, s in enumerate(topo.sites)},
+                feeder_cap_kw={
+                    f.feeder_id: float(caps.feeder_kw[i]) for i, f in enumerate(topo.feeders)
+                },
+                fleet_cap_kw=float(caps.fleet_kw),
+                headroom_kw=service.feeder_headroom_kw(),
+                batches=tuple(self._latest.values()),
+                objective=objective,
+            )
+        )
+        return True
+
+    @property
+    def queued(self) -> int:
+        return len(self._q)
+
+    # ------------------------------------------------------------------ writer thread
+
+    def start(self) -> InfluxHistory:
+        if self._thread is None:
+            if self._writer is None:
+                self._writer = InfluxWriter(self.settings)
+            self._thread = threading.Thread(target=self._run, name="gridflex-history", daemon=True)
+            self._thread.start()
+        return self
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop the thread after one last attempt to write what is queued."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+        if self._writer is not None:
+            self._writer.close()
+
+    def _take(self) -> list[Point]:
+        points: list[Point] = []
+        n = self.settings.batch_size
+        while len(points) < n:
+            try:
+                item = self._q.popleft()
+            except IndexError:
+                break
+            try:
+                points.extend(points_of(item, self.topology, self._evse_site))
+            except Exception:  # one bad item never stops history
+                _log.exception("history_point_failed", item=type(item).__name__)
+        return points
+
+    def _run(self) -> None:
+        pending: list[Point] = []
+        mark = 0  # self.dropped when ``pending`` was taken
+        failures = 0
+        retry_at = 0.0
+        while True:
+            stopping = self._stop.is_set()
+            if not pending:
+                pending, mark = self._take(), self.dropped
+            if pending and time.monotonic() >= retry_at:
+                if self._write(pending):
+                    pending, failures = [], 0
+                    if len(self._q) >= self.settings.batch_size and not stopping:
+                        continue  # behind: write the next batch at once
+                else:
+                    failures += 1
+                    if self.dropped > mark:  # the queue overflowed behind this batch
+                        self.dropped += len(pending)
+                        pending = []
+                    backoff = min(self.settings.retry_max_s, 0.5 * 2 ** min(failures, 10))
+                    retry_at = time.monotonic() + backoff
+            if stopping:
+                if pending:
+                    self.dropped += len(pending)
+                self.dropped += len(self._q)  # not written by close: lost, counted
+                self._q.clear()
+                return
+            self._stop.wait(self.settings.flush_s)
+
+    def _write(self, points: list[Point]) -> bool:
+        writer = self._writer
+        assert writer is not None
+        try:
+            writer.write(points)
+        except Exception as exc:  # any failure: the database is down for us
+            self.write_errors += 1
+            if self.up or self.write_errors == 1:
+                _log.warning("history_write_failed", error=str(exc)[:200], points=len(points))
+            self.up = False
+            return False
+        self.written += len(points)
+        self.up = True
+        return True
+
+
+class _HistoryCollector(Collector):
+    """The sink's counters read at scrape time (the service thread never takes a lock)."""
+
+    def __init__(self, h: InfluxHistory) -> None:
+        self._h = h
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        h = self._h
+        yield CounterMetricFamily(
+            "gridflex_history_dropped",
+            "History items dropped (queue full while the database was down or slow)",
+            value=h.dropped,
+        )
+        yield CounterMetricFamily(
+            "gridflex_history_points_written", "History points written", value=h.written
+        )
+        yield CounterMetricFamily(
+            "gridflex_history_write_errors", "Failed history writes", value=h.write_errors
+        )
+        yield GaugeMetricFamily("gridflex_history_queue", "History items waiting", value=h.queued)
+        yield GaugeMetricFamily(
+            "gridflex_history_up", "1 when the last history write succeeded", value=int(h.up)
+        )
