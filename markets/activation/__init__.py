@@ -8,7 +8,11 @@ with its numbers (one home, CONVENTIONS 23):
   the product's insensitivity (``FCR.deadband_hz``, ±10 mHz), full reserve at and beyond
   ``FCR.full_activation_hz`` (±200 mHz), linear between. Over-frequency asks the fleet to
   consume more (positive deviation).
-* **aFRR** — the TSO's setpoint request, clipped to the reserve held (±``reserve_kw``).
+* **aFRR** — the TSO's setpoint request, clipped to the reserve held (±``reserve_kw``):
+  at once (:class:`AfrrClip`, the default) or ramp-limited (:class:`~markets.activation.
+  afrr.AfrrRamp`, stateful: one per pool);
+* **droop tables** (:mod:`markets.activation.droop`) — per EVSE Watt–frequency curves for
+  products faster than the service loop, exported as JSON for the edge.
 
 Invariants: :func:`fcr_activation` is odd around the nominal frequency, monotone
 non-decreasing in the frequency and within [-1, 1]; every deviation returned is within
@@ -21,17 +25,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Final
+from datetime import datetime
+from typing import Final, Protocol
 
 from aggregator.messages import AfrrRequest, FrequencySample, FrequencySignal
+from markets.activation.afrr import AfrrRamp
+from markets.activation.droop import DroopCurve, DroopTable, droop_tables, tables_json
 from markets.products import AFRR, FCR, Product
 
 __all__ = [
     "NOMINAL_HZ",
     "AfrrClip",
+    "AfrrRamp",
+    "AfrrRule",
+    "DroopCurve",
+    "DroopTable",
     "FcrDroop",
     "ReserveActivation",
+    "droop_tables",
     "fcr_activation",
+    "tables_json",
 ]
 
 NOMINAL_HZ: Final = 50.0
@@ -71,22 +84,33 @@ class AfrrClip:
 
     product: Product = AFRR
 
-    def deviation_kw(self, setpoint_kw: float, reserve_kw: float) -> float:
+    def deviation_kw(
+        self, setpoint_kw: float, reserve_kw: float, at: datetime | None = None
+    ) -> float:
         if math.isnan(setpoint_kw):
             return 0.0
         return min(max(setpoint_kw, -reserve_kw), reserve_kw)
 
 
+class AfrrRule(Protocol):
+    """How a pool answers an aFRR setpoint (:class:`AfrrClip`, :class:`AfrrRamp`)."""
+
+    def deviation_kw(
+        self, setpoint_kw: float, reserve_kw: float, at: datetime | None = None
+    ) -> float: ...
+
+
 @dataclass(frozen=True, slots=True)
 class ReserveActivation:
-    """FCR droop for frequency samples, aFRR clip for setpoint requests (the core's
-    :class:`~aggregator.dispatch.Activation`)."""
+    """FCR droop for frequency samples, an aFRR rule for setpoint requests (the core's
+    :class:`~aggregator.dispatch.Activation`). Pass ``afrr=AfrrRamp()`` for the
+    ramp-limited answer (that instance then belongs to this pool)."""
 
     fcr: FcrDroop = field(default_factory=FcrDroop)
-    afrr: AfrrClip = field(default_factory=AfrrClip)
+    afrr: AfrrRule = field(default_factory=AfrrClip)
 
     def deviation_kw(self, signal: FrequencySignal, reserve_kw: float) -> float:
         if isinstance(signal, FrequencySample):
             return self.fcr.deviation_kw(signal.hz, reserve_kw)
         assert isinstance(signal, AfrrRequest)
-        return self.afrr.deviation_kw(signal.setpoint_kw, reserve_kw)
+        return self.afrr.deviation_kw(signal.setpoint_kw, reserve_kw, signal.ts)
