@@ -1,0 +1,441 @@
+"""The OCPP 2.0.1/2.1 CSMS endpoint: websockets server, security profiles, profile dispatch.
+
+Stations connect to ``ws(s)://host:port/<path>/<station id>`` with subprotocol
+``ocpp2.1`` or ``ocpp2.0.1`` (2.1 preferred). Security profiles (OCPP 2.0.1 part 2, A00):
+
+====  ===========================================  ========================================
+ 0    none (loopback development only)             plain ws, no credentials
+ 1    HTTP Basic auth                              user = station id, password per station
+ 2    TLS (server certificate) + Basic auth        ``wss``
+ 3    mutual TLS                                   client certificate signed by the CA,
+                                                   its CN equal to the station id
+====  ===========================================  ========================================
+
+A connection that fails authentication is refused at the HTTP upgrade (401) or at the TLS
+handshake (profile 3, wrong certificate); nothing of it reaches a handler.
+
+After boot the endpoint reads the device model (rate unit, phases, 2.1 dynamic profiles),
+sends the ChargingStationMaxProfile on EVSE 0 (the station's share of the site cap) and
+the persistent TxDefaultProfile at the failsafe limit. :meth:`OcppEndpoint.apply` sends
+per-EVSE TxProfiles: every *tightening* of every station first, concurrently, then the
+new and loosening ones, so a site never holds a looser sum than both its old and new
+limits. Every answer other than Accepted, every rounding and every GetCompositeSchedule
+check is recorded as an :class:`Outcome` and given to ``report``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import logging
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from http import HTTPStatus
+from typing import Any, Literal
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from adapters.csms.ocpp.cp import CsmsChargePoint21, CsmsChargePoint201, charge_point_class
+from adapters.csms.ocpp.profiles import (
+    Limit,
+    SendPolicy,
+    profile_id,
+    station_max_profile,
+    to_limit,
+    tx_default_profile,
+    tx_profile,
+)
+from adapters.csms.ocpp.station import Emit, StationLink, StationPlace, parse_evse_key
+
+__all__ = ["OcppEndpoint", "Outcome", "Security"]
+
+LOG = logging.getLogger("gridflex.edge.ocpp")
+SUBPROTOCOLS: tuple[Any, ...] = ("ocpp2.1", "ocpp2.0.1")
+DEVICE_MODEL = (
+    ("SmartChargingCtrlr", "RateUnit"),
+    ("EVSE", "SupplyPhases"),
+    ("SmartChargingCtrlr", "SupportsDynamicProfiles"),
+)
+CP = CsmsChargePoint201 | CsmsChargePoint21
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Security:
+    """Security profile and its material (paths to PEM files)."""
+
+    profile: Literal[0, 1, 2, 3] = 1
+    passwords: Mapping[str, str] | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    cafile: str | None = None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if self.profile < 2:
+            return None
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        assert self.certfile is not None, "profiles 2 and 3 need certfile"
+        ctx.load_cert_chain(self.certfile, self.keyfile)
+        if self.profile == 3:
+            assert self.cafile is not None, "profile 3 needs cafile"
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(self.cafile)
+        return ctx
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """Something the station answered that upstream must know."""
+
+    at: datetime
+    station_id: str
+    evse_id: int
+    kind: Literal["rejected", "rounded", "composite_mismatch", "composite_ok", "call_failed"]
+    purpose: str
+    requested_kw: float
+    applied_kw: float
+    detail: str = ""
+
+
+class OcppEndpoint:
+    """Accepts station connections and sends them charging profiles."""
+
+    def __init__(
+        self,
+        places: Mapping[str, StationPlace],
+        emit: Emit,
+        report: Callable[[Outcome], None],
+        clock: Callable[[], datetime],
+        *,
+        security: Security,
+        heartbeat_interval_s: int = 60,
+        voltage_v: float = 230.0,
+        tx_profile_s: int = 900,
+        deadband_kw: float = 0.2,
+        min_interval_s: float = 10.0,
+        call_timeout_s: float = 30.0,
+        needs_wait_s: float = 10.0,
+    ) -> None:
+        self.places = places
+        self.emit = emit
+        self.report = report
+        self.clock = clock
+        self.security = security
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.voltage_v = voltage_v
+        self.tx_profile_s = tx_profile_s
+        self.deadband_kw = deadband_kw
+        self.min_interval_s = min_interval_s
+        self.call_timeout_s = call_timeout_s
+        self.needs_wait_s = needs_wait_s
+        self.links: dict[str, StationLink] = {}
+        self.cps: dict[str, CP] = {}
+        self.policies: dict[str, SendPolicy] = {}
+        self.station_limits: dict[str, tuple[float, float]] = {}  # max kW, failsafe kW
+        self.ready: set[str] = set()
+        self.outcomes: list[Outcome] = []
+        self._server: Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------ server
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Listen; returns the bound port."""
+        self._server = await serve(
+            self._connection,
+            host,
+            port,
+            subprotocols=SUBPROTOCOLS,
+            ssl=self.security.ssl_context(),
+            process_request=self._authenticate,
+            ping_interval=None,
+            max_size=2**20,
+        )
+        sock = next(iter(self._server.sockets))
+        return int(sock.getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for t in list(self._tasks):
+            t.cancel()
+
+    def _station_id(self, path: str) -> str:
+        return path.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+
+    def _authenticate(self, conn: ServerConnection, request: Request) -> Response | None:
+        sid = self._station_id(request.path)
+        if sid not in self.places:
+            return conn.respond(HTTPStatus.NOT_FOUND, "unknown station\n")
+        sec = self.security
+        if sec.profile == 3:
+            cert = conn.transport.get_extra_info("peercert") or {}
+            cns = [v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"]
+            if sid not in cns:
+                return conn.respond(HTTPStatus.FORBIDDEN, "certificate does not name station\n")
+            return None
+        if sec.profile in (1, 2) and not self._basic_ok(sid, request.headers):
+            resp = conn.respond(HTTPStatus.UNAUTHORIZED, "basic auth required\n")
+            resp.headers["WWW-Authenticate"] = 'Basic realm="gridflex-edge"'
+            return resp
+        return None
+
+    def _basic_ok(self, sid: str, headers: Headers) -> bool:
+        auth = headers.get("Authorization", "")
+        if not auth.startswith("Basic "):
+            return False
+        try:
+            user, _, pw = base64.b64decode(auth[6:]).decode().partition(":")
+        except ValueError:
+            return False
+        want = (self.security.passwords or {}).get(sid)
+        return want is not None and user == sid and hmac.compare_digest(pw, want)
+
+    async def _connection(self, ws: ServerConnection) -> None:
+        sid = self._station_id(ws.request.path if ws.request else "")
+        sub = str(ws.subprotocol or "")
+        if sub not in SUBPROTOCOLS:
+            await ws.close(1002, "subprotocol ocpp2.1 or ocpp2.0.1 required")
+            return
+        link = StationLink(
+            self.places[sid],
+            self.emit,
+            ocpp_version=sub,
+            voltage_v=self.voltage_v,
+            needs_wait_s=self.needs_wait_s,
+        )
+        cp = charge_point_class(sub)(sid, ws, response_timeout=self.call_timeout_s)
+        cp.link = link
+        cp.heartbeat_interval_s = self.heartbeat_interval_s
+        cp.on_booted = lambda: self._spawn(self._setup(sid))
+        self.links[sid] = link
+        self.cps[sid] = cp
+        self.policies[sid] = SendPolicy(
+            self.deadband_kw, self.min_interval_s, self.tx_profile_s / 3
+        )
+        try:
+            await cp.start()
+        except Exception as exc:
+            LOG.info("station %s disconnected: %s", sid, exc)
+        finally:
+            if self.cps.get(sid) is cp:
+                del self.cps[sid]
+                self.ready.discard(sid)
+
+    def _spawn(self, coro: Any) -> None:
+        t = asyncio.ensure_future(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ calls
+
+    async def _call(self, sid: str, payload: Any) -> Any:
+        cp = self.cps.get(sid)
+        if cp is None:
+            return None
+        try:
+            return await cp.call(payload, suppress=False)
+        except Exception as exc:
+            self._outcome(sid, 0, "call_failed", type(payload).__name__, 0, 0, repr(exc)[:200])
+            return None
+
+    def _outcome(
+        self, sid: str, evse: int, kind: Any, purpose: str, req: float, app: float, detail: str = ""
+    ) -> None:
+        o = Outcome(
+            at=self.clock(),
+            station_id=sid,
+            evse_id=evse,
+            kind=kind,
+            purpose=purpose,
+            requested_kw=req,
+            applied_kw=app,
+            detail=detail,
+        )
+        self.outcomes.append(o)
+        self.report(o)
+
+    def _calls(self, sid: str) -> Any:
+        link = self.links[sid]
+        if link.is_21:
+            from ocpp.v21 import call
+        else:
+            from ocpp.v201 import call
+        return call
+
+    async def _setup(self, sid: str) -> None:
+        """Device model, then the station max and TxDefault profiles."""
+        link, call = self.links[sid], self._calls(sid)
+        got = await self._call(
+            sid,
+            call.GetVariables(
+                get_variable_data=[
+                    {"component": {"name": c}, "variable": {"name": v}} for c, v in DEVICE_MODEL
+                ]
+            ),
+        )
+        values: dict[str, str] = {}
+        for r in getattr(got, "get_variable_result", None) or []:
+            if r.get("attribute_status") == "Accepted" and "attribute_value" in r:
+                values[f"{r['component']['name']}.{r['variable']['name']}"] = r["attribute_value"]
+        link.on_device_model(values)
+        max_kw, failsafe_kw = self.station_limits.get(sid, (self.places[sid].max_power_kw, 0.0))
+        await self.set_station_limits(sid, max_kw, failsafe_kw)
+        self.ready.add(sid)
+
+    async def set_station_limits(self, sid: str, max_kw: float, failsafe_kw: float) -> None:
+        """ChargingStationMaxProfile (EVSE 0) at ``max_kw``; TxDefaultProfile at ``failsafe_kw``
+        (per known EVSE, or on EVSE 0 when the quirks say so)."""
+        self.station_limits[sid] = (max_kw, failsafe_kw)
+        link = self.links.get(sid)
+        if link is None or sid not in self.cps:
+            return
+        call, elec = self._calls(sid), link.electrical()
+        now = self.clock()
+        if link.quirks.max_profile_on_evse0:
+            lim = to_limit(max_kw, elec)
+            await self._set(sid, 0, station_max_profile(lim, elec.phases, now), lim, "max", call)
+        lim = to_limit(failsafe_kw, elec)
+        evses = sorted(link.evses) if link.quirks.tx_default_per_evse and link.evses else [0]
+        for e in evses:
+            await self._set(sid, e, tx_default_profile(e, lim, elec.phases), lim, "default", call)
+
+    async def _set(
+        self, sid: str, evse: int, profile: dict[str, Any], lim: Limit, purpose: str, call: Any
+    ) -> bool:
+        res = await self._call(sid, call.SetChargingProfile(evse_id=evse, charging_profile=profile))
+        if res is None:
+            return False
+        if lim.rounded is not None:
+            self._outcome(
+                sid, evse, "rounded", purpose, lim.requested_kw, lim.applied_kw, lim.rounded
+            )
+        status = str(getattr(res, "status", ""))
+        if status != "Accepted":
+            info = getattr(res, "status_info", None) or {}
+            self._outcome(
+                sid,
+                evse,
+                "rejected",
+                purpose,
+                lim.requested_kw,
+                lim.applied_kw,
+                f"{status} {info.get('reason_code', '')}".strip(),
+            )
+            return False
+        return True
+
+    # ------------------------------------------------------------------ setpoints
+
+    async def apply(self, targets_kw: Mapping[str, float], *, export_allowed: bool = False) -> int:
+        """Send per-EVSE TxProfiles for ``targets_kw`` (gridflex EVSE id → kW); returns the
+        number of profiles accepted. Tightenings first (all stations), then the rest."""
+        now = self.clock()
+        plan: dict[str, list[tuple[int, float, str]]] = {}
+        for key, kw in targets_kw.items():
+            parsed = parse_evse_key(key)
+            if parsed is None or parsed[0] not in self.ready:
+                continue
+            sid, evse = parsed
+            link = self.links[sid]
+            if evse not in link.sessions:
+                self.policies[sid].forget(evse)
+                continue
+            kind = self.policies[sid].decide(evse, kw, now)
+            if kind is not None:
+                plan.setdefault(sid, []).append((evse, kw, kind))
+        first = {s: [p for p in ps if p[2] == "tighten"] for s, ps in plan.items()}
+        rest = {s: [p for p in ps if p[2] != "tighten"] for s, ps in plan.items()}
+        ok = 0
+        for phase in (first, rest):
+            done = await asyncio.gather(
+                *(
+                    self._send_station(s, items, now, export_allowed)
+                    for s, items in phase.items()
+                    if items
+                )
+            )
+            ok += sum(done)
+        return ok
+
+    async def _send_station(
+        self, sid: str, items: list[tuple[int, float, str]], now: datetime, export: bool
+    ) -> int:
+        link, call, pol = self.links[sid], self._calls(sid), self.policies[sid]
+        elec = link.electrical()
+        ok = 0
+        for evse, kw, kind in items:
+            s = link.sessions.get(evse)
+            if s is None:
+                continue
+            v2x = export and link.is_21
+            lim = to_limit(kw, elec, export_allowed=v2x)
+            dynamic = link.dynamic_profiles
+            if dynamic and kind != "new" and evse in pol.sent:
+                res = await self._call(
+                    sid,
+                    call.UpdateDynamicSchedule(
+                        charging_profile_id=profile_id("tx", evse),
+                        schedule_update={"limit": lim.value}
+                        if lim.value >= 0
+                        else {"setpoint": lim.value},
+                    ),
+                )
+                accepted = res is not None and str(getattr(res, "status", "")) == "Accepted"
+                if res is not None and not accepted:
+                    self._outcome(
+                        sid, evse, "rejected", "dynamic", kw, lim.applied_kw, str(res.status)
+                    )
+            else:
+                prof = tx_profile(
+                    evse,
+                    s.transaction_id,
+                    lim,
+                    elec.phases,
+                    start=now,
+                    duration_s=self.tx_profile_s,
+                    dynamic=dynamic,
+                    max_offline_s=self.tx_profile_s,
+                    v2x=v2x,
+                )
+                accepted = await self._set(sid, evse, prof, lim, "tx", call)
+            if not accepted:
+                continue
+            ok += 1
+            pol.accepted(evse, kw, now + timedelta(seconds=self.tx_profile_s), kind, now)
+            if kind == "new" and link.quirks.composite_check:
+                await self._check_composite(sid, evse, lim, call)
+        return ok
+
+    async def _check_composite(self, sid: str, evse: int, lim: Limit, call: Any) -> None:
+        """GetCompositeSchedule (duration > 0): the station's effective limit must not be
+        above what was sent."""
+        res = await self._call(
+            sid, call.GetCompositeSchedule(duration=60, evse_id=evse, charging_rate_unit=lim.unit)
+        )
+        if res is None:
+            return
+        sched = getattr(res, "schedule", None) or {}
+        periods = sched.get("charging_schedule_period") or []
+        if str(getattr(res, "status", "")) != "Accepted" or not periods:
+            self._outcome(
+                sid,
+                evse,
+                "composite_mismatch",
+                "tx",
+                lim.requested_kw,
+                lim.applied_kw,
+                "no schedule",
+            )
+            return
+        got = float(periods[0].get("limit", 0.0))
+        kind = "composite_ok" if got <= lim.value + 1e-6 else "composite_mismatch"
+        self._outcome(
+            sid, evse, kind, "tx", lim.requested_kw, lim.applied_kw, f"composite {got} {lim.unit}"
+        )
