@@ -11,6 +11,11 @@ Per dispatch tick (``Scenario.dispatch_tick_s``) the simulation
 5. measures: limits (against an independent book of the limits the DSO has announced),
    energy, FCR tracking, loop timings.
 
+An activation profile (``signal``: the frequency sample or aFRR request to send at each
+tick, e.g. a TSO prequalification test) replaces the scenario's frequency trace; a
+``record`` sink gets one :class:`~aggregator.service.events.PoolSampled` per tick with the
+simulated fleet's measured power (the market's 1 s record is built from these).
+
 The bus and clock are injected (the embedded wiring passes the in-process bus), so the
 service runs exactly the code path it runs in production, message encoding included.
 """
@@ -33,6 +38,7 @@ from aggregator.limits import Caps, DsoLimit, LimitBook
 from aggregator.messages import (
     DsoLimitMessage,
     FrequencySample,
+    FrequencySignal,
     MeterValue,
     SessionEnded,
     SessionStarted,
@@ -41,6 +47,7 @@ from aggregator.messages import (
 )
 from aggregator.planning.gridloop import GridModel, GridRepair
 from aggregator.planning.request import PlanRequest, session_windows
+from aggregator.service.events import EventSink, PoolSampled
 from aggregator.service.replica import PriceSeries, Service, ServiceConfig
 from aggregator.sim.bound import energy_bound_kwh
 from aggregator.sim.scenario import Scenario, uncontrolled_site_kw
@@ -173,6 +180,8 @@ def run_simulation(
     topics: Topics = DEFAULT_TOPICS,
     grid: GridModel | None = None,
     activation: Activation | None = None,
+    signal: Callable[[datetime], FrequencySignal] | None = None,
+    record: EventSink | None = None,
 ) -> SimulationResult:
     """Run ``scenario`` closed-loop through a :class:`Service` fed by ``bus``.
 
@@ -330,8 +339,12 @@ def run_simulation(
             sess_slot[j] = svc.fleet.slot_of.get(evse_ids[ev_of[j]], -1)
         svc.tick()
         # --- 3. fast loop
-        hz = float(scenario.frequency_hz.at(t_s)) if scenario.frequency_hz is not None else 50.0
-        out = svc.on_frequency(FrequencySample(ts=now, hz=hz))
+        if signal is not None:  # an activation profile (e.g. a prequalification test)
+            sig: FrequencySignal = signal(now)
+        else:
+            f = scenario.frequency_hz
+            sig = FrequencySample(ts=now, hz=float(f.at(t_s)) if f is not None else 50.0)
+        out = svc.on_frequency(sig)
         # --- 4. cars follow their EVSE's setpoint within their physics
         hi = np.where(plugged, np.minimum(pmax, np.maximum(want - got, 0.0) / tick_h), 0.0)
         lo = np.where(plugged, np.maximum(pmin, -np.maximum(got, 0.0) / tick_h), 0.0)
@@ -366,6 +379,18 @@ def run_simulation(
         base_ev[known] = out.baseline_kw[sess_slot[known]]
         base_power = np.where(plugged, np.clip(base_ev, lo, hi), 0.0)
         fcr_got[k] = float(power.sum() - base_power.sum())
+        if record is not None:  # baseline: the working point the cars could follow
+            record.emit(
+                PoolSampled(
+                    at=now,
+                    signal=sig,
+                    reserve_kw=cfg.reserve_kw,
+                    baseline_kw=float(base_power.sum()),
+                    deviation_kw=out.deviation_kw,
+                    setpoint_kw=float(sp_ev.sum()),
+                    measured_kw=float(power.sum()),
+                )
+            )
         e_got[si] = float(got.sum())
         e_req[si] = float(want[started].sum())
         if progress is not None:
