@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from adapters.ops.fleet_metrics import FleetGauges
 from aggregator.service.events import (
     BatchesPublished,
     LimitApplied,
@@ -75,6 +76,7 @@ class Metrics:
             "gridflex_ready", "1 when partitions are assigned and the model loaded", registry=r
         )
         self.sessions = Gauge("gridflex_active_sessions", "Active charging sessions", registry=r)
+        self.fleet = FleetGauges(r)  # power, caps, leases per CSMS, consumer lag
         self._live: set[str] = set()
         self._in: dict[str, Counter] = {}
 

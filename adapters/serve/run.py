@@ -25,6 +25,7 @@ from adapters.serve.wiring import (
     PowerSnapshot,
     PriceInbox,
     audit_events,
+    consumer_lag,
     hosting_view,
     open_audit,
     service_events,
@@ -134,9 +135,20 @@ def serve(
             replayed = follower.replay()  # the book before the API answers, then kept current
             follower.start()
             log.info("limits_replayed", records=replayed, in_force=len(intake.book))
+        keys = None  # idempotency keys on a compacted topic: they survive restarts
         if settings.api is not None and intake is not None:
+            from adapters.api.durable import KafkaIdempotencyStore
+
+            keys = KafkaIdempotencyStore(
+                settings.kafka.bootstrap, f"{runner.topics.grid_signals}.api-idempotency"
+            )
+            keys.replay()
+            keys.start()
             hosting = hosting_view(load_feeder_models(settings.topology), topology, clock)
-            api = start_api(settings.api, topology, intake, lambda: runner.service, clock, hosting)
+            api = start_api(
+                settings.api, topology, intake, lambda: runner.service, clock, hosting,
+                idempotency=keys,
+            )
             log.info("api", port=api.port, mutual_tls=settings.api.client_ca is not None)
         power, prices = PowerSnapshot(), PriceInbox()
         if settings.openadr is not None and intake is not None:
@@ -150,13 +162,18 @@ def serve(
             http_port=http.port,
         )
         try:
-            refreshed = 0.0
+            refreshed = lagged = 0.0
             while not stop.is_set():
                 runner.poll_once()
                 if time.monotonic() - refreshed >= 1.0:
                     refreshed = time.monotonic()
                     power.refresh(runner.service)
                     prices.drain(runner.service)
+                    metrics.fleet.observe(runner.service)
+                if time.monotonic() - lagged >= 15.0:  # broker round trips: seldom
+                    lagged = time.monotonic()
+                    consumed = [runner.topics.telemetry, runner.topics.grid_signals]
+                    metrics.fleet.set_consumer_lag(consumer_lag(runner.transport, consumed))
                 if history is not None:
                     history.sample(runner.service)
         finally:
@@ -164,6 +181,8 @@ def serve(
                 ven.stop()
             if api is not None:
                 api.stop()
+            if keys is not None:
+                keys.stop()
             if follower is not None:
                 follower.stop()
             runner.close()
@@ -173,7 +192,7 @@ def serve(
             log.info("stopped", audit_head=audit.head if audit is not None else None)
         return 0
     bus = InProcessBus()
-    setpoints: SetpointSink = sink if sink is not None else RecordingSink()
+    setpoints = metrics.fleet.leases(sink if sink is not None else RecordingSink())
     if history is not None:  # setpoint sums per site/feeder come from the delivered batches
         setpoints = history.tee(setpoints)
     svc = Service(  # the planner in a worker process: this loop never waits for a plan
@@ -211,6 +230,7 @@ def serve(
         ven = start_ven(settings.openadr, intake, power, prices, audit, metrics.registry)
         log.info("openadr_ven", vtn=settings.openadr.vtn_url)
     log.info("serving", mode="embedded", http_port=http.port)
+    observed = 0.0
     try:
         while not stop.is_set():
             last[0] = time.monotonic()
@@ -218,7 +238,11 @@ def serve(
             prices.drain(svc)
             power.refresh(svc)
             for rec in bus.poll():
-                svc.handle(rec)
+                if (reason := svc.handle(rec)) is not None:
+                    metrics.rejected.labels(reason[:40]).inc()
+            if time.monotonic() - observed >= 1.0:
+                observed = time.monotonic()
+                metrics.set_headroom(metrics.fleet.observe(svc))
             svc.tick()
             if history is not None:
                 history.sample(svc)

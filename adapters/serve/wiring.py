@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry
 
 from adapters.api.app import ApiContext, create_app
 from adapters.api.auth import TokenRegistry
+from adapters.api.idempotency import IdempotencyStore
 from adapters.api.server import api_port, serve_api, stop_api
 from adapters.api.telemetry import TelemetryIngest
 from adapters.dso.audit import AuditLog, export_head
@@ -55,6 +56,7 @@ __all__ = [
     "PowerSnapshot",
     "PriceInbox",
     "audit_events",
+    "consumer_lag",
     "flexibility_view",
     "hosting_view",
     "intake_publisher",
@@ -165,13 +167,16 @@ def start_api(
     clock: Clock,
     hosting: Callable[[str], Mapping[str, Any]] | None = None,
     telemetry: TelemetryIngest | None = None,
+    idempotency: IdempotencyStore | None = None,
 ) -> ApiHandle:
-    """Start the REST API beside the service loop; returns once it listens."""
+    """Start the REST API beside the service loop; returns once it listens. ``idempotency``:
+    the key store (in memory when not given; on Kafka :mod:`adapters.api.durable`)."""
     tokens = TokenRegistry.from_config(list(settings.tokens))
     ctx = ApiContext(
         topology=topology,
         intake=intake,
         tokens=tokens,
+        idempotency=idempotency if idempotency is not None else IdempotencyStore(),
         clock=clock.now,
         flexibility=lambda feeders: flexibility_view(service(), feeders),
         hosting=hosting,
@@ -203,6 +208,21 @@ def start_history(
         return None
     _log.info("history", url=settings.url, bucket=settings.bucket)
     return InfluxHistory(topology, settings, registry=registry).start()
+
+
+def consumer_lag(transport: Any, topics: Sequence[str]) -> dict[tuple[str, int], int]:
+    """Records between the group's position and the end, per partition of ``topics`` this
+    consumer holds (a broker round trip per partition: call it seldom); {} on failure."""
+    from adapters.stream.transport import TopicPartition
+
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in transport.partitions(t) or []]
+        pos = {tp: off for tp, off in transport.position(tps).items() if off >= 0}
+        ends = transport.end_offsets(list(pos))
+    except Exception as exc:  # a metric never stops the loop
+        _log.warning("consumer_lag_failed", error=str(exc)[:200])
+        return {}
+    return {(tp.topic, tp.partition): max(0, int(ends[tp]) - off) for tp, off in pos.items()}
 
 
 def service_events(*sinks: EventSink | None) -> EventSink | None:
