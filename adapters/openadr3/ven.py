@@ -1,0 +1,459 @@
+"""The OpenADR 3.1 VEN: OAuth 2.0, programs and events by poll and by push, limits to the
+intake, the safe-mode failsafe, and USAGE / BASELINE / regulation reports.
+
+:class:`OpenAdr3Ven` runs on its own thread (``openadr3-ven``). At start it gets a token by
+client credentials (:mod:`adapters.openadr3.auth`; the token URL from the configuration or
+the VTN's ``GET /auth/server``), finds or creates its VEN object (``venName``), and — when
+configured — subscribes to EVENT and PROGRAM changes by websocket or webhook
+(:mod:`adapters.openadr3.push`). Then, every ``poll_interval_s`` or at once when a push
+arrives, it reads the programs it follows and their events.
+
+Rules the VEN keeps:
+
+* Every limit goes to ``publish`` — in ``gridflex serve`` the one DSO intake
+  (:func:`adapters.serve.wiring.intake_publisher`), which validates, keys, publishes and
+  audits it once; ``publish`` returns a rejection reason or ``None``.
+* An event is applied when it is new or its ``modificationDateTime`` changed: its limits
+  (:func:`~adapters.openadr3.mapping.event_to_limits`) are published and the ids its
+  previous version had and this one has not are cancelled. An event that is gone from the
+  VTN (deleted, or no longer visible to this VEN) has all its limits cancelled — only after
+  a *complete* successful read, never because a read failed.
+* The **safe-mode event** is not applied as a limit while the VTN is reachable: its caps
+  are kept. When no exchange with the VTN has succeeded for ``safe_mode_after_s`` (network
+  down, VTN down, token refused), the caps are published as limits
+  (:func:`~adapters.openadr3.mapping.safe_mode_limits`, renewed while offline); the first
+  successful exchange afterwards cancels them. Limits already published stay in force
+  either way (the intake holds them until their windows end).
+* Refused credentials (:class:`~adapters.openadr3.auth.AuthRefused`) publish nothing, are
+  reported in :meth:`OpenAdr3Ven.status` and retried with a backoff (doubling up to 5 min).
+* Reports: every ``report_interval_s`` one REPORT per event in force (created once, then
+  updated with PUT) with, per reported target, ``readings(target)`` (USAGE, BASELINE and
+  up/down regulation available, kW).
+
+Threading: ``publish`` and ``readings`` are called on the VEN's threads (poll, websocket or
+webhook, serialised by one lock), so they must be thread-safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import httpx
+from pydantic import ValidationError
+
+from adapters.openadr3.auth import AuthRefused, TokenSource, VtnClient, VtnError
+from adapters.openadr3.config import OpenAdr3Config, OpenAdr3Target
+from adapters.openadr3.mapping import (
+    Readings,
+    event_to_limits,
+    event_windows,
+    is_safe_mode,
+    report_body,
+    safe_mode_caps,
+    safe_mode_limits,
+)
+from adapters.openadr3.push import NOTIFY_PATH, WebhookServer, WebsocketListener
+from adapters.openadr3.wire import Event, Notification, Program, Ven
+from aggregator.errors import GridflexError, Issue, TransientIO
+from aggregator.messages import DsoLimitCancel, DsoLimitMessage
+
+__all__ = ["OpenAdr3Ven", "Publish", "Ven3Status"]
+
+log = logging.getLogger("gridflex.openadr3")
+
+Publish = Callable[[DsoLimitMessage | DsoLimitCancel], str | None]
+ReadingsOf = Callable[[OpenAdr3Target], Readings]
+SAFE_MODE_HOLD: Final = timedelta(hours=24)
+_PAGE: Final = 50
+_MAX_BACKOFF_S: Final = 300.0
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Ven3Status:
+    """What the VEN knows about itself (a snapshot)."""
+
+    running: bool
+    connected: bool  # the last exchange with the VTN succeeded
+    ven_id: str | None
+    last_contact: datetime | None
+    last_error: str | None
+    auth_refused: bool
+    events: int  # events applied and in force
+    safe_mode_caps: int  # targets with a failsafe cap known
+    safe_mode_active: bool
+    polls: int
+    notifications: int
+    reports: int
+    rejected: tuple[str, ...]  # the last rejections by publish (newest last)
+
+
+@dataclass
+class _Applied:
+    version: datetime | None
+    limit_ids: frozenset[str]
+    event: Event
+
+
+class OpenAdr3Ven:
+    """An OpenADR 3.1 VEN feeding DSO limits to ``publish`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: OpenAdr3Config,
+        publish: Publish,
+        readings: ReadingsOf | None = None,
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.config = config
+        self._publish = publish
+        self._readings = readings
+        self._clock = clock
+        self._http = httpx.Client(timeout=config.timeout_s, transport=transport)
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._client: VtnClient | None = None
+        self._ven_id: str | None = None
+        self._applied: dict[str, _Applied] = {}
+        self._safe_caps: dict[OpenAdr3Target, float] = {}
+        self._safe_active_until: datetime | None = None
+        self._safe_ids: set[str] = set()
+        self._last_contact: datetime | None = None
+        self._connected = False
+        self._last_error: str | None = None
+        self._auth_refused = False
+        self._polls = 0
+        self._notifications = 0
+        self._reports = 0
+        self._report_ids: dict[str, str] = {}
+        self._rejected: list[str] = []
+        self.issues: list[Issue] = []
+        self._push: WebhookServer | WebsocketListener | None = None
+        self.webhook_token = secrets.token_urlsafe(24)
+
+    # ------------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("the VEN is already started")
+        self._thread = threading.Thread(target=self._run, name="openadr3-ven", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(15)
+        if self._push is not None:
+            self._push.stop()
+        self._http.close()
+
+    def status(self) -> Ven3Status:
+        with self._lock:
+            return Ven3Status(
+                running=self._thread is not None and self._thread.is_alive(),
+                connected=self._connected,
+                ven_id=self._ven_id,
+                last_contact=self._last_contact,
+                last_error=self._last_error,
+                auth_refused=self._auth_refused,
+                events=len(self._applied),
+                safe_mode_caps=len(self._safe_caps),
+                safe_mode_active=self._safe_active_until is not None,
+                polls=self._polls,
+                notifications=self._notifications,
+                reports=self._reports,
+                rejected=tuple(self._rejected[-20:]),
+            )
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        """Wait until the VEN has read its programs and events once."""
+        end = time.monotonic() + timeout_s
+        while True:
+            st = self.status()
+            if st.polls > 0 and st.connected:
+                return True
+            if time.monotonic() >= end:
+                return False
+            self._stop.wait(0.05)
+
+    @property
+    def webhook_port(self) -> int | None:
+        return self._push.port if isinstance(self._push, WebhookServer) else None
+
+    # ----------------------------------------------------------------------- main loop
+
+    def _run(self) -> None:
+        backoff = self.config.poll_interval_s
+        next_report = 0.0
+        started = self._clock()
+        while not self._stop.is_set():
+            try:
+                if self._client is None:
+                    self._connect()
+                self.poll()
+                backoff = self.config.poll_interval_s
+                now_s = self._clock().timestamp()
+                if now_s >= next_report:
+                    next_report = now_s + self.config.report_interval_s
+                    try:
+                        self.send_reports()
+                    except (TransientIO, VtnError) as exc:  # reports never stop the limits
+                        log.warning("openadr3 report: %s: %s", type(exc).__name__, exc)
+            except AuthRefused as exc:
+                self._failed(exc, auth=True)
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+            except (TransientIO, VtnError) as exc:
+                self._failed(exc)
+            self._check_safe_mode(started)
+            self._wake.wait(backoff if not self._connected else self.config.poll_interval_s)
+            self._wake.clear()
+
+    def _failed(self, exc: GridflexError, *, auth: bool = False) -> None:
+        with self._lock:
+            self._connected = False
+            self._auth_refused = auth
+            self._last_error = f"{type(exc).__name__}: {exc}"
+        log.warning("openadr3: %s", self._last_error)
+
+    def _contact(self) -> None:
+        with self._lock:
+            self._connected = True
+            self._auth_refused = False
+            self._last_error = None
+            self._last_contact = self._clock()
+            if self._safe_active_until is not None:
+                self._leave_safe_mode()
+
+    def _connect(self) -> None:
+        cfg = self.config
+        token_url = cfg.token_url
+        if token_url is None:
+            try:
+                r = self._http.get(f"{cfg.vtn_url.rstrip('/')}/auth/server")
+                r.raise_for_status()
+                token_url = str(r.json()["tokenURL"])
+            except (httpx.HTTPError, KeyError, ValueError) as exc:
+                raise TransientIO(f"GET /auth/server: {type(exc).__name__}: {exc}") from exc
+        tokens = TokenSource(
+            self._http, token_url, cfg.client_id, cfg.client_secret.get_secret_value()
+        )
+        client = VtnClient(self._http, cfg.vtn_url, tokens)
+        self._ven_id = self._find_or_create_ven(client)
+        self._client = client
+        self._subscribe(client)
+
+    def _find_or_create_ven(self, client: VtnClient) -> str:
+        name = self.config.ven_name
+        found = client.get("/vens", venName=name) or []
+        for raw in found:
+            ven = Ven.model_validate(raw)
+            if ven.ven_name == name:
+                return ven.id
+        created = client.post("/vens", {"objectType": "VEN_VEN_REQUEST", "venName": name})
+        return Ven.model_validate(created).id
+
+    def _subscribe(self, client: VtnClient) -> None:
+        cfg = self.config
+        if cfg.subscription == "none" or self._push is not None:
+            return
+        operation: dict[str, Any] = {
+            "objects": ["EVENT", "PROGRAM"],
+            "operations": ["CREATE", "UPDATE", "DELETE"],
+        }
+        if cfg.subscription == "webhook":
+            server = WebhookServer(
+                cfg.callback_host, cfg.callback_port, self.webhook_token, self.on_notification
+            )
+            server.start()
+            self._push = server
+            operation |= {
+                "mechanism": "WEBHOOK",
+                "callbackUrl": cfg.callback_url
+                or f"http://{cfg.callback_host}:{server.port}{NOTIFY_PATH}",
+                "bearerToken": self.webhook_token,
+            }
+        else:
+            ws_url = "ws" + cfg.vtn_url.rstrip("/")[4:] + "/notifiers/ws"
+            self._push = WebsocketListener(ws_url, client.tokens.token, self.on_notification)
+            self._push.start()
+            operation |= {"mechanism": "WEBSOCKET"}
+        client.post(
+            "/subscriptions",
+            {"clientName": cfg.ven_name, "objectOperations": [operation]},
+        )
+
+    # ------------------------------------------------------------------- programs, events
+
+    def poll(self) -> None:
+        """Read the followed programs and all their events; apply what changed."""
+        client = self._client
+        if client is None:
+            raise TransientIO("not connected")
+        programs = [Program.model_validate(p) for p in self._all(client, "/programs")]
+        wanted = set(self.config.program_names)
+        followed = [p for p in programs if not wanted or p.program_name in wanted]
+        events: list[Event] = []
+        for p in followed:
+            for raw in self._all(client, "/events", programID=p.id):
+                try:
+                    events.append(Event.model_validate(raw))
+                except ValidationError as exc:
+                    self._issue("event", "bad_event", f"{exc.error_count()} problems", raw)
+        with self._lock:
+            self._contact()
+            seen = {e.id for e in events}
+            for event in events:
+                self._apply(event)
+            for gone in [i for i in self._applied if i not in seen]:
+                self._withdraw(gone)
+            if not any(is_safe_mode(e, self.config) for e in events):
+                self._safe_caps = {}
+            self._polls += 1
+
+    def _all(self, client: VtnClient, path: str, **params: Any) -> list[Any]:
+        out: list[Any] = []
+        while True:
+            page = client.get(path, skip=len(out), limit=_PAGE, **params) or []
+            out.extend(page)
+            if len(page) < _PAGE:
+                return out
+
+    def on_notification(self, note: Notification) -> None:
+        """A push: apply an event at once (or withdraw a deleted one), then poll."""
+        with self._lock:
+            self._notifications += 1
+            if note.object_type == "EVENT":
+                try:
+                    event = Event.model_validate(note.object)
+                except ValidationError as exc:
+                    self._issue(
+                        "notification", "bad_event", f"{exc.error_count()} problems", note.object
+                    )
+                else:
+                    if note.operation == "DELETE":
+                        self._withdraw(event.id)
+                    else:
+                        self._apply(event)
+        self._wake.set()
+
+    def _apply(self, event: Event) -> None:
+        if is_safe_mode(event, self.config):
+            caps, issues = safe_mode_caps(event, self.config)
+            self._safe_caps = caps
+            self.issues.extend(issues)
+            return
+        known = self._applied.get(event.id)
+        if known is not None and known.version == event.version and event.version is not None:
+            return
+        limits, issues = event_to_limits(event, self.config, self._clock())
+        self.issues.extend(issues)
+        published = {m.event_id for m in limits if self._send(m)}
+        old = known.limit_ids if known is not None else frozenset()
+        for gone in sorted(old - published):
+            self._send(DsoLimitCancel(ts=self._clock(), event_id=gone, source=self.config.source))
+        self._applied[event.id] = _Applied(event.version, frozenset(published), event)
+        log.info("openadr3 event %s: %d limits, %d issues", event.id, len(published), len(issues))
+
+    def _withdraw(self, event_id: str) -> None:
+        known = self._applied.pop(event_id, None)
+        if known is None:
+            return
+        for lid in sorted(known.limit_ids):
+            self._send(DsoLimitCancel(ts=self._clock(), event_id=lid, source=self.config.source))
+        self._report_ids.pop(event_id, None)
+
+    def _send(self, msg: DsoLimitMessage | DsoLimitCancel) -> bool:
+        try:
+            why = self._publish(msg)
+        except Exception as exc:  # publish must not stop the VEN
+            why = f"{type(exc).__name__}: {exc}"
+        if why is not None:
+            self._rejected.append(f"{msg.event_id}: {why}")
+            log.warning("openadr3 %s %s rejected: %s", msg.type, msg.event_id, why)
+        return why is None
+
+    def _issue(self, field: str, code: str, message: str, raw: Any) -> None:
+        rid = str(raw.get("id", "?")) if isinstance(raw, dict) else "?"
+        self.issues.append(Issue(field=field, code=code, message=message, ids=(rid,)))
+
+    # ------------------------------------------------------------------------ safe mode
+
+    def _check_safe_mode(self, started: datetime) -> None:
+        now = self._clock()
+        with self._lock:
+            since = self._last_contact or started
+            offline_s = (now - since).total_seconds()
+            if offline_s < self.config.safe_mode_after_s or not self._safe_caps:
+                return
+            until = self._safe_active_until
+            if until is not None and until - now > SAFE_MODE_HOLD / 2:
+                return  # in force, not yet due for renewal
+            sent = safe_mode_limits(self._safe_caps, self.config, now, SAFE_MODE_HOLD)
+            ok = all([self._send(m) for m in sent])
+            self._safe_active_until = now + SAFE_MODE_HOLD
+            self._safe_ids = {m.event_id for m in sent}
+            log.warning(
+                "openadr3: VTN unreachable for %.0f s: safe mode on (%d caps, published=%s)",
+                offline_s,
+                len(sent),
+                ok,
+            )
+
+    def _leave_safe_mode(self) -> None:
+        for lid in sorted(self._safe_ids):
+            self._send(DsoLimitCancel(ts=self._clock(), event_id=lid, source=self.config.source))
+        self._safe_active_until = None
+        self._safe_ids = set()
+        log.info("openadr3: VTN reachable again: safe mode off")
+
+    # -------------------------------------------------------------------------- reports
+
+    def send_reports(self) -> int:
+        """One REPORT per event in force now (created, then updated); returns how many."""
+        client, readings = self._client, self._readings
+        if client is None or readings is None:
+            return 0
+        now = self._clock()
+        with self._lock:
+            events = [a.event for a in self._applied.values()]
+        sent = 0
+        for event in events:
+            windows, _ = event_windows(event, now)
+            if not any(w.start <= now < w.end for w in windows):
+                continue
+            names = event.targets or ("",)
+            values: dict[str, Readings] = {}
+            for name in names:
+                target = self.config.targets.get(name) if name else self.config.ven_target
+                if target is not None and target.report:
+                    values[name or self.config.ven_name] = readings(target)
+            if not values:
+                continue
+            body = report_body(
+                event, self.config.ven_name, values, now, self.config.report_interval_s
+            )
+            rid = self._report_ids.get(event.id)
+            if rid is None:
+                created = client.post("/reports", body)
+                self._report_ids[event.id] = str(created["id"])
+            else:
+                client.put(f"/reports/{rid}", body)
+            sent += 1
+        with self._lock:
+            self._reports += sent
+        return sent
