@@ -146,7 +146,12 @@ def serve(
             keys.start()
             hosting = hosting_view(load_feeder_models(settings.topology), topology, clock)
             api = start_api(
-                settings.api, topology, intake, lambda: runner.service, clock, hosting,
+                settings.api,
+                topology,
+                intake,
+                lambda: runner.service,
+                clock,
+                hosting,
                 idempotency=keys,
             )
             log.info("api", port=api.port, mutual_tls=settings.api.client_ca is not None)
