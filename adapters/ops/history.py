@@ -34,11 +34,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import defaultdict, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 from influxdb_client import InfluxDBClient, Point, WritePrecision
@@ -47,18 +46,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from adapters.ops.history_points import Record, Sample, points_of, register_event
 from adapters.ops.history_settings import HistorySettings
 from aggregator.interfaces import SetpointSink
 from aggregator.messages import SetpointBatch
-from aggregator.service.events import (
-    BatchesPublished,
-    LimitApplied,
-    LimitCancelled,
-    LimitRejected,
-    PlanDiscarded,
-    PlanMade,
-    SessionChanged,
-)
+from aggregator.service.events import SessionChanged
 from aggregator.topology import Topology
 
 if TYPE_CHECKING:
@@ -74,16 +66,6 @@ __all__ = [
 ]
 
 _log = structlog.get_logger("gridflex.history")
-
-EventPoints = Callable[[Any], Iterable[Point]]
-_CONVERTERS: dict[type, EventPoints] = {}
-
-
-def register_event(kind: type, convert: EventPoints) -> None:
-    """Write events of ``kind`` as the points ``convert`` makes (hook for new event types,
-    e.g. the markets' 1 s record: register its event here and add it to the service's
-    events; the converter runs on the writer thread)."""
-    _CONVERTERS[kind] = convert
 
 
 class PointWriter(Protocol):
@@ -117,169 +99,6 @@ class InfluxWriter:
     def close(self) -> None:
         self._api.close()
         self._client.close()
-
-
-# ---------------------------------------------------------------------------- points
-
-
-def _tagged(p: Point, tags: Mapping[str, str | None]) -> Point:
-    for k, v in tags.items():
-        if v:  # an empty tag value is not allowed in line protocol
-            p = p.tag(k, v)
-    return p
-
-
-def _plan_made(e: PlanMade) -> Iterable[Point]:
-    p = _tagged(Point("plan"), {"solver": e.solver, "fallback_reason": e.fallback})
-    yield (
-        p.field("build_s", float(e.build_s))
-        .field("solve_s", float(e.solve_s))
-        .field("sessions", int(e.sessions))
-        .field("fallback", int(e.fallback is not None))
-        .field("grid_iterations", int(e.grid_iterations))
-        .field("limits_version", int(e.limits_version))
-        .time(e.at, WritePrecision.NS)
-    )
-
-
-def _plan_discarded(e: PlanDiscarded) -> Iterable[Point]:
-    p = _tagged(Point("plan_discarded"), {"reason": e.reason[:60]})
-    yield p.field("count", 1).time(e.at, WritePrecision.NS)
-
-
-def _limit_applied(e: LimitApplied) -> Iterable[Point]:
-    tags = {
-        "action": "applied",
-        "target_type": e.target_type,
-        "target_id": e.target_id,
-        "source": e.source,
-    }
-    yield (
-        _tagged(Point("limit"), tags)
-        .field("limit_kw", float(e.limit_kw))
-        .field("start_s", e.start.timestamp())
-        .field("end_s", e.end.timestamp())
-        .field("event_id", e.event_id)
-        .time(e.at, WritePrecision.NS)
-    )
-
-
-def _limit_cancelled(e: LimitCancelled) -> Iterable[Point]:
-    p = _tagged(Point("limit"), {"action": "cancelled", "source": e.source})
-    yield p.field("found", int(e.found)).field("event_id", e.event_id).time(e.at)
-
-
-def _limit_rejected(e: LimitRejected) -> Iterable[Point]:
-    p = _tagged(Point("limit"), {"action": "rejected"})
-    yield p.field("reason", e.reason).field("event_id", e.event_id).time(e.at)
-
-
-def _batches(e: BatchesPublished) -> Iterable[Point]:
-    p = (
-        Point("activation")
-        .field("deviation_kw", float(e.deviation_kw))
-        .field("batches", int(e.batches))
-        .field("elapsed_s", float(e.elapsed_s))
-    )
-    if e.source_ts is not None:
-        p = p.field("source_lag_s", (e.at - e.source_ts).total_seconds())
-    yield p.time(e.at, WritePrecision.NS)
-
-
-register_event(PlanMade, _plan_made)
-register_event(PlanDiscarded, _plan_discarded)
-register_event(LimitApplied, _limit_applied)
-register_event(LimitCancelled, _limit_cancelled)
-register_event(LimitRejected, _limit_rejected)
-register_event(BatchesPublished, _batches)
-
-
-@dataclass(frozen=True, slots=True)
-class _Record:
-    """One point handed to :meth:`InfluxHistory.record`."""
-
-    measurement: str
-    at: datetime
-    fields: Mapping[str, float]
-    tags: Mapping[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class _Sample:
-    """What :meth:`InfluxHistory.sample` took on the service's loop (values, no arrays)."""
-
-    at: datetime
-    measured_kw: Mapping[str, float]
-    site_cap_kw: Mapping[str, float]
-    feeder_cap_kw: Mapping[str, float]
-    fleet_cap_kw: float
-    headroom_kw: Mapping[str, float]
-    batches: tuple[SetpointBatch, ...]
-    objective: float | None
-
-
-def _finite(x: float) -> bool:
-    return x == x and abs(x) != float("inf")
-
-
-def points_of(item: object, topology: Topology, evse_site: Mapping[str, str]) -> list[Point]:
-    """The points of one queued item (an event, a record or a sample)."""
-    if isinstance(item, _Record):
-        p = _tagged(Point(item.measurement), item.tags)
-        for k, v in item.fields.items():
-            p = p.field(k, v)
-        return [p.time(item.at, WritePrecision.NS)]
-    if isinstance(item, _Sample):
-        return _sample_points(item, topology, evse_site)
-    convert = _CONVERTERS.get(type(item))
-    return [] if convert is None else list(convert(item))
-
-
-def _sample_points(s: _Sample, topo: Topology, evse_site: Mapping[str, str]) -> list[Point]:
-    site_sp: dict[str, float] = defaultdict(float)
-    for b in s.batches:
-        get = evse_site.get
-        for evse, kw in zip(b.evse_ids, b.power_kw, strict=True):
-            site = get(evse)
-            if site is not None:
-                site_sp[site] += kw
-    feeder_of = {st.site_id: st.feeder_id for st in topo.sites}
-    feeder_sp: dict[str, float] = defaultdict(float)
-    for site, kw in site_sp.items():
-        feeder_sp[feeder_of.get(site, "")] += kw
-    out: list[Point] = []
-
-    def power(level: str, target: str, setpoint: float, cap: float | None) -> Point:
-        p = (
-            Point("power")
-            .tag("level", level)
-            .tag("id", target)
-            .field("measured_kw", float(s.measured_kw.get(target, 0.0)))
-            .field("setpoint_kw", float(setpoint))
-        )
-        if cap is not None and _finite(cap):
-            p = p.field("cap_kw", float(cap))
-        return p
-
-    for st in topo.sites:
-        out.append(
-            power("site", st.site_id, site_sp.get(st.site_id, 0.0), s.site_cap_kw.get(st.site_id))
-        )
-    for fd in topo.feeders:
-        p = power(
-            "feeder",
-            fd.feeder_id,
-            feeder_sp.get(fd.feeder_id, 0.0),
-            s.feeder_cap_kw.get(fd.feeder_id),
-        )
-        head = s.headroom_kw.get(fd.feeder_id)
-        if head is not None and _finite(head):
-            p = p.field("headroom_kw", float(head))
-        out.append(p)
-    out.append(power("fleet", "fleet", sum(site_sp.values()), s.fleet_cap_kw))
-    if s.objective is not None and _finite(s.objective):
-        out.append(Point("plan_objective").field("objective", float(s.objective)))
-    return [p.time(s.at, WritePrecision.NS) for p in out]
 
 
 # ---------------------------------------------------------------------------- the sink
@@ -354,7 +173,7 @@ class InfluxHistory:
         tags: Mapping[str, str] | None = None,
     ) -> None:
         """One point of any series (:class:`~aggregator.interfaces.HistorySink`)."""
-        self._put(_Record(measurement, time, dict(fields), dict(tags or {})))
+        self._put(Record(measurement, time, dict(fields), dict(tags or {})))
 
     def tee(self, sink: SetpointSink) -> SetpointSink:
         """``sink``, with each delivered batch remembered for the setpoint sums."""
@@ -378,7 +197,7 @@ class InfluxHistory:
             self._plan = plan
             objective = float(plan.objective)
         self._put(
-            _Sample(
+            Sample(
                 at=now,
                 measured_kw=service.measured_power_kw(),
                 site_cap_kw={s.site_id: float(caps.site_kw[i]) for i, s in enumerate(topo.sites)},

@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +18,7 @@ from influxdb_client import InfluxDBClient
 from prometheus_client import CollectorRegistry, generate_latest
 
 from adapters.ops.history import HistorySettings, InfluxHistory, points_of
+from adapters.ops.history_points import dataclass_points, register_event
 from aggregator.interfaces import ManualClock, Record, Topics
 from aggregator.messages import DsoLimitMessage, FrequencySample, MeterValue, SessionStarted, encode
 from aggregator.service.events import BatchesPublished
@@ -270,3 +272,25 @@ def test_the_queue_keeps_the_newest_and_counts_every_drop(n: int, size: int) -> 
     assert [int(x.split("batches=")[1].split("i")[0]) for x in lines] == list(
         range(max(0, n - size), n)
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolSecond:  # shaped like the markets' 1 s record event
+    at: datetime
+    pool: str
+    baseline_kw: float
+    measured_kw: float
+    requested_kw: float
+
+
+def test_a_registered_event_type_is_written_and_a_gap_stays_a_gap() -> None:
+    register_event(PoolSecond, dataclass_points("pool"))
+    e = PoolSecond(
+        at=T0, pool="fcr-1", baseline_kw=120.0, measured_kw=float("nan"), requested_kw=-4.5
+    )
+    (point,) = points_of(e, TOPO, {})
+    line = point.to_line_protocol()
+    assert line.startswith("pool,pool=fcr-1 ")
+    assert "baseline_kw=120" in line and "requested_kw=-4.5" in line
+    assert "measured_kw" not in line  # NaN is a gap: not written, never filled
+    assert line.endswith(str(int(T0.timestamp() * 1e9)))
