@@ -64,6 +64,11 @@ class OcppTarget:
         )
         self.port = 0
         self._sent_limits: dict[str, tuple[float, float]] = {}
+        for site in ctx.sites:  # what a station gets at boot before the first batch
+            for sid in site.station_ids:
+                share = site.cap_kw / max(len(site.station_ids), 1)
+                self.endpoint.station_limits[sid] = (share, s.default_failsafe_kw)
+                self._sent_limits[sid] = (share, s.default_failsafe_kw)
 
     def _outcome(self, o: Outcome) -> None:
         self.ctx.report(

@@ -209,6 +209,7 @@ class OcppEndpoint:
             ocpp_version=sub,
             voltage_v=self.voltage_v,
             needs_wait_s=self.needs_wait_s,
+            clock=self.clock,
         )
         cp = charge_point_class(sub)(sid, ws, response_timeout=self.call_timeout_s)
         cp.link = link

@@ -6,10 +6,11 @@ station sends into gridflex wire messages (:mod:`aggregator.messages`) given to 
 
 * ``TransactionEvent`` Started opens a session; its ``SessionStarted`` is *held* until the
   EV's ``NotifyEVChargingNeeds`` (ISO 15118 departure time and energy) arrives or
-  ``needs_wait_s`` passes (:meth:`StationLink.release_due`), because the core takes a
-  session's departure and energy once, at the start. Meter values of a held session wait
-  with it, in order. Updated / ``MeterValues`` → ``MeterValue`` (session energy = import
-  register − register at start, Wh → kWh; power W → kW); Ended → ``SessionEnded``.
+  ``needs_wait_s`` passes on the edge's clock (:meth:`StationLink.release_due`), because
+  the core takes a session's departure and energy once, at the start. Meter values of a
+  held session wait with it, in order. Updated / ``MeterValues`` → ``MeterValue``
+  (session energy = import register − register at start, Wh → kWh; power W → kW);
+  Ended → ``SessionEnded``.
 * ``StatusNotification`` registers the EVSE; ``Heartbeat`` → one ``EvseHeartbeat`` per
   known EVSE.
 * ``NotifyChargingLimit`` with a schedule → a site ``DsoLimitMessage`` on the grid-signals
@@ -90,6 +91,7 @@ class Session:
     energy_requested_kwh: float | None = None
     max_power_kw: float | None = None
     released: bool = False
+    opened_at: datetime | None = None  # edge clock (the station's clock may be skewed)
     held: list[BaseModel] = field(default_factory=list)
 
 
@@ -130,8 +132,10 @@ class StationLink:
         ocpp_version: str,
         voltage_v: float = 230.0,
         needs_wait_s: float = 10.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.place = place
+        self.clock = clock
         self.emit = emit
         self.ocpp_version = ocpp_version
         self.voltage_v = voltage_v
@@ -212,7 +216,7 @@ class StationLink:
                 self._count("tx_without_evse")
                 return
             self.evses.add(evse_id)
-            new = Session(tx_id, evse_id, ts, start_wh=wh)
+            new = Session(tx_id, evse_id, ts, start_wh=wh, opened_at=self.clock())
             needs = self._needs.pop(evse_id, None)
             if needs is not None:
                 self._apply_needs(new, needs)
@@ -340,7 +344,8 @@ class StationLink:
     def release_due(self, now: datetime) -> None:
         """Release sessions whose EV did not tell its needs within ``needs_wait_s``."""
         for s in list(self.sessions.values()):
-            if not s.released and (now - s.started_at).total_seconds() >= self.needs_wait_s:
+            opened = s.opened_at or s.started_at
+            if not s.released and (now - opened).total_seconds() >= self.needs_wait_s:
                 self._release(s)
 
     def _meter(self, s: Session, ts: datetime, wh: float | None, w: float | None) -> None:
