@@ -146,7 +146,8 @@ class QuarterHour:
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """A run of penalised seconds, with what was ordered and delivered (means, kW)."""
+    """A run of penalised seconds, with what was ordered and delivered (means, kW; NaN
+    delivered when the whole run is missing from the record)."""
 
     start: datetime
     end: datetime
@@ -159,9 +160,14 @@ class Finding:
         what = f"{self.penalised_s} s outside the band in a failed window"
         if self.gap_s:
             what += f" ({self.gap_s} s of them missing from the record)"
+        got = (
+            f"delivered {self.delivered_kw:+.1f} kW (mean)"
+            if math.isfinite(self.delivered_kw)
+            else "no data"
+        )
         return (
             f"{self.start:%H:%M:%S}–{self.end:%H:%M:%S} UTC: {what}; "
-            f"ordered {self.ordered_kw:+.1f} kW, delivered {self.delivered_kw:+.1f} kW (mean)"
+            f"ordered {self.ordered_kw:+.1f} kW, {got}"
         )
 
 
@@ -204,7 +210,7 @@ class Settlement:
                     end=self.start + timedelta(seconds=b - 1),
                     penalised_s=b - a,
                     ordered_kw=float(np.mean(self.requested_kw[a:b])),
-                    delivered_kw=float(d_ok.mean()) if d_ok.size else 0.0,
+                    delivered_kw=float(d_ok.mean()) if d_ok.size else math.nan,
                     gap_s=int(gap[a:b].sum()),
                 )
             )
