@@ -17,7 +17,8 @@ The two are measured in alternating blocks (``--block`` samples each: A B A B ..
 that load from other processes hits both alike. Between frequency samples each service
 applies ``--meters`` meter values (SessionChanged events: the history sink's EVSE → site
 map) and waits ``--interval-ms``. Reported: p50/p99/max per configuration, the p99 and p50
-ratios (with / without), points written and dropped by the sink, the cost of
+ratios (with / without; ``--control`` runs the same with no sink on either side, the
+ratio's noise floor), points written and dropped by the sink, the cost of
 ``sample()`` on the loop (not part of the fast loop: it runs between records), load.
 
 Usage (from the repo root)::
@@ -133,7 +134,10 @@ def run(args: argparse.Namespace, url: str) -> dict[str, object]:
         topo, HistorySettings(url=url, bucket="gridflex"), registry=Metrics().registry
     ).start()
     base = build(topo, Metrics(), CountingSink(), n, t0)
-    with_h = build(topo, FanOut([Metrics(), history]), history.tee(CountingSink()), n, t0)
+    if args.control:  # A/A: the second service has no history either (the noise floor)
+        with_h = build(topo, Metrics(), CountingSink(), n, t0)
+    else:
+        with_h = build(topo, FanOut([Metrics(), history]), history.tee(CountingSink()), n, t0)
     times: dict[str, list[int]] = {"without": [], "with": []}
     sample_ns: list[int] = []
     meter_kwh = dict.fromkeys(range(n), 0.0)
@@ -156,7 +160,7 @@ def run(args: argparse.Namespace, url: str) -> dict[str, object]:
             t = time.perf_counter_ns()
             svc.handle(rec)
             times[name].append(time.perf_counter_ns() - t)
-            if svc is with_h:
+            if svc is with_h and not args.control:
                 t = time.perf_counter_ns()
                 if history.sample(svc):
                     sample_ns.append(time.perf_counter_ns() - t)
@@ -165,6 +169,7 @@ def run(args: argparse.Namespace, url: str) -> dict[str, object]:
     base.close()
     with_h.close()
     out: dict[str, object] = {"evses": n, "csms": args.csms, "sites": len(topo.sites)}
+    out["control"] = args.control
     for name, ns in times.items():
         out[name] = {
             "samples": len(ns),
@@ -203,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--interval-ms", type=float, default=10.0)
     ap.add_argument("--url", help="an InfluxDB with database gridflex (else one is started)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--control", action="store_true", help="A/A run: 'with' has no history sink either"
+    )
     args = ap.parse_args(argv)
     port = None
     url = args.url

@@ -40,7 +40,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 import structlog
-from influxdb_client import InfluxDBClient, Point, WritePrecision
+from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -68,9 +68,13 @@ __all__ = [
 _log = structlog.get_logger("gridflex.history")
 
 
+def _let_go() -> None:
+    time.sleep(0)  # releases the GIL: a waiting service thread runs now
+
+
 class PointWriter(Protocol):
-    def write(self, points: Sequence[Point]) -> None:
-        """Write all points or raise."""
+    def write(self, points: Sequence[str]) -> None:
+        """Write all points (line protocol) or raise."""
         ...
 
     def close(self) -> None: ...
@@ -90,7 +94,7 @@ class InfluxWriter:
         )
         self._api = self._client.write_api(write_options=SYNCHRONOUS)
 
-    def write(self, points: Sequence[Point]) -> None:
+    def write(self, points: Sequence[str]) -> None:
         s = self._settings
         self._api.write(
             bucket=s.bucket, org=s.org, record=list(points), write_precision=WritePrecision.NS
@@ -235,22 +239,31 @@ class InfluxHistory:
         if self._writer is not None:
             self._writer.close()
 
-    def _take(self) -> list[Point]:
-        points: list[Point] = []
+    def _take(self) -> list[str]:
+        """Up to ``batch_size`` points as line protocol. The GIL is let go (``sleep(0)``)
+        every few dozen points: pure-Python work on this thread would otherwise hold the
+        service's thread off for up to the interpreter's switch interval (5 ms)."""
+        lines: list[str] = []
         n = self.settings.batch_size
-        while len(points) < n:
+        while len(lines) < n:
             try:
                 item = self._q.popleft()
             except IndexError:
                 break
             try:
-                points.extend(points_of(item, self.topology, self._evse_site))
+                points = points_of(item, self.topology, self._evse_site, _let_go)
             except Exception:  # one bad item never stops history
                 _log.exception("history_point_failed", item=type(item).__name__)
-        return points
+                continue
+            for k, p in enumerate(points, 1):
+                lines.append(p.to_line_protocol())
+                if k % 16 == 0:
+                    _let_go()
+            _let_go()
+        return lines
 
     def _run(self) -> None:
-        pending: list[Point] = []
+        pending: list[str] = []
         mark = 0  # self.dropped when ``pending`` was taken
         failures = 0
         retry_at = 0.0
@@ -278,7 +291,7 @@ class InfluxHistory:
                 return
             self._stop.wait(self.settings.flush_s)
 
-    def _write(self, points: list[Point]) -> bool:
+    def _write(self, points: list[str]) -> bool:
         writer = self._writer
         assert writer is not None
         try:

@@ -153,27 +153,42 @@ def _finite(x: float) -> bool:
     return math.isfinite(x)
 
 
-def points_of(item: object, topology: Topology, evse_site: Mapping[str, str]) -> list[Point]:
-    """The points of one queued item (an event, a record or a sample)."""
+def _no_pause() -> None:
+    return None
+
+
+def points_of(
+    item: object,
+    topology: Topology,
+    evse_site: Mapping[str, str],
+    pause: Callable[[], None] = _no_pause,
+) -> list[Point]:
+    """The points of one queued item (an event, a record or a sample); ``pause`` is called
+    every few hundred EVSEs of a sample (the writer thread lets the GIL go there)."""
     if isinstance(item, Record):
         p = _tagged(Point(item.measurement), item.tags)
         for k, v in item.fields.items():
             p = p.field(k, v)
         return [p.time(item.at, WritePrecision.NS)]
     if isinstance(item, Sample):
-        return _sample_points(item, topology, evse_site)
+        return _sample_points(item, topology, evse_site, pause)
     convert = _CONVERTERS.get(type(item))
     return [] if convert is None else list(convert(item))
 
 
-def _sample_points(s: Sample, topo: Topology, evse_site: Mapping[str, str]) -> list[Point]:
+def _sample_points(
+    s: Sample, topo: Topology, evse_site: Mapping[str, str], pause: Callable[[], None]
+) -> list[Point]:
     site_sp: dict[str, float] = defaultdict(float)
+    get = evse_site.get
     for b in s.batches:
-        get = evse_site.get
-        for evse, kw in zip(b.evse_ids, b.power_kw, strict=True):
-            site = get(evse)
-            if site is not None:
-                site_sp[site] += kw
+        ids, kws = b.evse_ids, b.power_kw
+        for lo in range(0, len(ids), 256):
+            for evse, kw in zip(ids[lo : lo + 256], kws[lo : lo + 256], strict=True):
+                site = get(evse)
+                if site is not None:
+                    site_sp[site] += kw
+            pause()
     feeder_of = {st.site_id: st.feeder_id for st in topo.sites}
     feeder_sp: dict[str, float] = defaultdict(float)
     for site, kw in site_sp.items():

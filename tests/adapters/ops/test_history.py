@@ -254,7 +254,7 @@ def test_after_an_outage_the_newest_points_arrive_and_the_lost_ones_are_counted(
         wait_until(lambda: history.queued == 0 and history.up, timeout_s=30, what="drained")
     finally:
         history.close()
-    got = [p.to_line_protocol() for p in writer.points]
+    got = list(writer.points)  # line protocol
     kept = [int(line.split("batches=")[1].split("i")[0]) for line in got]
     assert kept == sorted(kept) and kept[-1] == 99  # oldest dropped, newest kept, in order
     assert len(kept) + history.dropped == 100  # every event written or counted
