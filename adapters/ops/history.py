@@ -11,7 +11,8 @@
 * ``limit`` — DSO limits applied / cancelled / rejected (tag ``action``), ``limit_kw``;
 * ``power`` — sampled every ``sample_s`` by :meth:`sample` on the service's loop, per
   site, feeder and the fleet (tags ``level``, ``id``): ``measured_kw`` (live sessions),
-  ``setpoint_kw`` (sum of the latest setpoint batch per CSMS, seen through :meth:`tee`),
+  ``setpoint_kw`` (sum of the latest setpoint batch per CSMS, seen through :meth:`tee`;
+  left out when no sink was teed),
   ``cap_kw`` (the limit in force now) and, per feeder, ``headroom_kw``.
 
 Markets' 1 s record (and any later event type) has two hooks: :meth:`record` (the core's
@@ -139,6 +140,7 @@ class InfluxHistory:
         self._q: deque[object] = deque(maxlen=settings.queue_size)
         self._evse_site: dict[str, str] = {}
         self._latest: dict[str, SetpointBatch] = {}
+        self._teed = False
         self._next_sample = 0.0
         self._plan: object = None
         self.dropped = 0  # items lost to a full queue or a failed batch behind one
@@ -181,6 +183,7 @@ class InfluxHistory:
 
     def tee(self, sink: SetpointSink) -> SetpointSink:
         """``sink``, with each delivered batch remembered for the setpoint sums."""
+        self._teed = True
         return _Tee(sink, self._latest)
 
     def sample(self, service: Service | None, *, force: bool = False) -> bool:
@@ -210,7 +213,7 @@ class InfluxHistory:
                 },
                 fleet_cap_kw=float(caps.fleet_kw),
                 headroom_kw=service.feeder_headroom_kw(),
-                batches=tuple(self._latest.values()),
+                batches=tuple(self._latest.values()) if self._teed else None,
                 objective=objective,
             )
         )

@@ -145,7 +145,7 @@ class Sample:
     feeder_cap_kw: Mapping[str, float]
     fleet_cap_kw: float
     headroom_kw: Mapping[str, float]
-    batches: tuple[SetpointBatch, ...]
+    batches: tuple[SetpointBatch, ...] | None  # None: no setpoint sink teed (no sums)
     objective: float | None
 
 
@@ -181,7 +181,7 @@ def _sample_points(
 ) -> list[Point]:
     site_sp: dict[str, float] = defaultdict(float)
     get = evse_site.get
-    for b in s.batches:
+    for b in s.batches or ():
         ids, kws = b.evse_ids, b.power_kw
         for lo in range(0, len(ids), 256):
             for evse, kw in zip(ids[lo : lo + 256], kws[lo : lo + 256], strict=True):
@@ -201,8 +201,9 @@ def _sample_points(
             .tag("level", level)
             .tag("id", target)
             .field("measured_kw", float(s.measured_kw.get(target, 0.0)))
-            .field("setpoint_kw", float(setpoint))
         )
+        if s.batches is not None:
+            p = p.field("setpoint_kw", float(setpoint))
         if cap is not None and _finite(cap):
             p = p.field("cap_kw", float(cap))
         return p

@@ -18,7 +18,7 @@ from influxdb_client import InfluxDBClient
 from prometheus_client import CollectorRegistry, generate_latest
 
 from adapters.ops.history import HistorySettings, InfluxHistory, points_of
-from adapters.ops.history_points import dataclass_points, register_event
+from adapters.ops.history_points import Sample, dataclass_points, register_event
 from aggregator.interfaces import ManualClock, Record, Topics
 from aggregator.messages import DsoLimitMessage, FrequencySample, MeterValue, SessionStarted, encode
 from aggregator.service.events import BatchesPublished
@@ -294,3 +294,21 @@ def test_a_registered_event_type_is_written_and_a_gap_stays_a_gap() -> None:
     assert "baseline_kw=120" in line and "requested_kw=-4.5" in line
     assert "measured_kw" not in line  # NaN is a gap: not written, never filled
     assert line.endswith(str(int(T0.timestamp() * 1e9)))
+
+
+def test_a_sample_without_a_teed_sink_writes_no_setpoint_sums() -> None:
+    sample = Sample(
+        at=T0,
+        measured_kw={"s1": 3.0, "f1": 3.0, "fleet": 3.0},
+        site_cap_kw={"s1": 40.0},
+        feeder_cap_kw={"f1": 60.0},
+        fleet_cap_kw=float("inf"),
+        headroom_kw={},
+        batches=None,
+        objective=None,
+    )
+    lines = [p.to_line_protocol() for p in points_of(sample, TOPO, {})]
+    assert lines and not any("setpoint_kw" in x for x in lines)
+    assert any(x.startswith("power,id=s1,level=site ") and "cap_kw=40" in x for x in lines)
+    fleet = next(x for x in lines if "level=fleet" in x)
+    assert "cap_kw" not in fleet  # an infinite cap is not a number InfluxDB takes
