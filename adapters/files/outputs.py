@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from adapters.report.html import Chart, Series, write_html_report
+from adapters.report.labels import label
 from aggregator.sim.simulation import SimulationResult
 
 __all__ = ["format_summary", "write_outputs"]
@@ -178,9 +179,9 @@ def _readable(v: Any) -> str:
 
 
 def format_summary(summary: Mapping[str, Any]) -> str:
-    """A readable two-column table of the summary."""
-    width = max(len(k) for k in summary) if summary else 0
+    """A readable two-column table of the summary: words and unit, then the value."""
+    width = max(len(label(k)) for k in summary) if summary else 0
     lines = []
     for k, v in summary.items():
-        lines.append(f"  {k.ljust(width)}  {_readable(v)}")
+        lines.append(f"  {label(k).ljust(width)}  {_readable(v)}")
     return "\n".join(lines)

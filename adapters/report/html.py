@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from adapters.report.labels import label
 from aggregator.errors import Issue, raise_if_issues
 
 __all__ = [
@@ -412,7 +413,7 @@ def _series(
 _CSS = """body{font-family:system-ui,sans-serif;margin:0;color:#222;background:#fafafa}
 main{max-width:920px;margin:0 auto;padding:16px 24px 48px}h1{font-size:1.5em;margin:.6em 0}
 h2{font-size:1.1em;margin:1.4em 0 .4em}table{border-collapse:collapse;background:#fff}
-th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
+th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}th .key{color:#999}
 th{background:#f2f2f2}td.num{text-align:right;font-variant-numeric:tabular-nums}
 table table{margin:-1px}svg{max-width:100%;height:auto;background:#fff;border:1px solid #e5e5e5}"""
 
@@ -452,7 +453,9 @@ def _table(summary: Mapping[str, object], depth: int = 0) -> str:
             num = isinstance(value, numbers.Real) and not isinstance(value, bool)
             cls = ' class="num"' if num else ""
             cell = f"<td{cls}>{_esc(_format_scalar(value))}</td>"
-        rows.append(f"<tr><th>{_esc(str(key))}</th>{cell}</tr>")
+        name, shown = str(key), label(str(key))  # words and unit; the JSON key beside
+        note = f' <span class="key">{_esc(name)}</span>' if shown != name else ""
+        rows.append(f"<tr><th>{_esc(shown)}{note}</th>{cell}</tr>")
     return "<table>" + "".join(rows) + "</table>"
 
 

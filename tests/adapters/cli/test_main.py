@@ -110,7 +110,8 @@ def test_simulate_table_output(tmp_path: Path) -> None:
     short = _short_scenario(tmp_path)
     result = CliRunner().invoke(app, ["simulate", str(short)])
     assert result.exit_code == 0, result.output
-    assert "max_limit_excess_kw" in result.stdout and "{" not in result.stdout
+    assert "largest excess over a limit (kW)" in result.stdout and "{" not in result.stdout
+    assert "energy delivered (kWh)" in result.stdout  # words and units, not raw keys
     assert sorted(p.name for p in tmp_path.iterdir()) == ["short.yaml"]
 
 
