@@ -141,6 +141,7 @@ class InfluxHistory:
         self._evse_site: dict[str, str] = {}
         self._latest: dict[str, SetpointBatch] = {}
         self._teed = False
+        self._drain_s = 8.0
         self._next_sample = 0.0
         self._plan: object = None
         self.dropped = 0  # items lost to a full queue or a failed batch behind one
@@ -234,7 +235,9 @@ class InfluxHistory:
         return self
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Stop the thread after one last attempt to write what is queued."""
+        """Stop the thread after writing what is queued (while the database answers, for
+        most of ``timeout_s``; the rest is counted as dropped)."""
+        self._drain_s = 0.8 * timeout_s
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
@@ -287,12 +290,24 @@ class InfluxHistory:
                     backoff = min(self.settings.retry_max_s, 0.5 * 2 ** min(failures, 10))
                     retry_at = time.monotonic() + backoff
             if stopping:
-                if pending:
-                    self.dropped += len(pending)
-                self.dropped += len(self._q)  # not written by close: lost, counted
-                self._q.clear()
+                self._drain(pending, failures == 0)
                 return
             self._stop.wait(self.settings.flush_s)
+
+    def _drain(self, pending: list[str], healthy: bool) -> None:
+        """At close: write what is queued while writes succeed (until the close deadline);
+        whatever is left is lost and counted."""
+        deadline = time.monotonic() + self._drain_s
+        while healthy and time.monotonic() < deadline:
+            if not pending:
+                pending = self._take()
+                if not pending:
+                    break
+            healthy = self._write(pending)
+            if healthy:
+                pending = []
+        self.dropped += len(pending) + len(self._q)
+        self._q.clear()
 
     def _write(self, points: list[str]) -> bool:
         writer = self._writer

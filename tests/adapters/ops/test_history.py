@@ -312,3 +312,13 @@ def test_a_sample_without_a_teed_sink_writes_no_setpoint_sums() -> None:
     assert any(x.startswith("power,id=s1,level=site ") and "cap_kw=40" in x for x in lines)
     fleet = next(x for x in lines if "level=fleet" in x)
     assert "cap_kw" not in fleet  # an infinite cap is not a number InfluxDB takes
+
+
+def test_close_writes_everything_queued_while_the_database_answers() -> None:
+    writer = FlakyWriter()
+    settings = HistorySettings(url="http://unused", queue_size=500, batch_size=7, flush_s=60)
+    history = InfluxHistory(TOPO, settings, writer=writer).start()
+    for k in range(300):
+        history.emit(event(k))
+    history.close()
+    assert len(writer.points) == 300 and history.dropped == 0 and history.queued == 0
