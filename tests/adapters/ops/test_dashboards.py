@@ -19,7 +19,8 @@ from influxdb_client import InfluxDBClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.serve.run import serve
-from adapters.serve.settings import ServeSettings
+from adapters.serve.settings import ServeSettings, load_settings
+from aggregator.errors import ConfigError
 from tests.conftest import REPO, wait_until
 from tests.integration.streaming import free_port
 
@@ -141,3 +142,25 @@ def test_every_panel_and_alert_names_an_exported_metric(tmp_path: Path, influxdb
             r.values["id"]: r.get_value() for t in client.query_api().query(flux) for r in t.records
         }
     assert caps["f1"] == 140.0 and caps["f2"] == 80.0 and caps["farm"] == 44.0
+
+
+def test_history_is_off_unless_configured_and_set_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topo = tmp_path / "topology.yaml"
+    topo.write_text(TOPOLOGY)
+    monkeypatch.setenv("GRIDFLEX_TOPOLOGY", str(topo))
+    assert load_settings().history is None
+    monkeypatch.setenv("GRIDFLEX_HISTORY__URL", "http://127.0.0.1:8086")
+    monkeypatch.setenv("GRIDFLEX_HISTORY__QUEUE_SIZE", "500")
+    history = load_settings().history
+    assert history is not None
+    assert (history.url, history.queue_size, history.bucket) == (
+        "http://127.0.0.1:8086",
+        500,
+        "gridflex",
+    )
+    monkeypatch.setenv("GRIDFLEX_HISTORY__QUEUE_SIZE", "0")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert any("queue_size" in i.field for i in err.value.issues)
