@@ -171,7 +171,7 @@ def _layout(req: PlanRequest, idx: Index, v2g_entries: int, n_st: int) -> Layout
 
     x, short = take(idx.size), take(req.n_sessions)
     site, feeder, fleet = take(n_st), take(f_n * t), take(t)
-    reserve = bool(np.any(req.reserve_kw > 0))
+    reserve = req.has_reserve
     ru = take(n_st) if reserve else None
     rd = take(n_st) if reserve else None
     miss = take(2 * t) if reserve else None
@@ -297,10 +297,10 @@ def build_lp(req: PlanRequest, idx: Index) -> LpModel:
         rows.add(
             t, [(steps, steps + lay.fleet.start, 1.0), (step_of_st, ru, 1.0)], -np.inf, fleet_cap
         )
-        reserve_kw = np.maximum(req.reserve_kw, 0.0)
+        up_kw, down_kw = req.reserve_targets_kw()  # per step, asymmetric
         miss = np.arange(2 * t, dtype=np.intp) + lay.miss.start
-        rows.add(t, [(step_of_st, ru, 1.0), (steps, miss[:t], 1.0)], reserve_kw, np.inf)
-        rows.add(t, [(step_of_st, rd, 1.0), (steps, miss[t:], 1.0)], reserve_kw, np.inf)
+        rows.add(t, [(step_of_st, ru, 1.0), (steps, miss[:t], 1.0)], up_kw, np.inf)
+        rows.add(t, [(step_of_st, rd, 1.0), (steps, miss[t:], 1.0)], down_kw, np.inf)
 
     sc = req.site_constraints
     if sc is not None and sc.matrix.shape[0]:

@@ -57,7 +57,7 @@ def structure_key(req: PlanRequest) -> str:
         h.update(np.ascontiguousarray(a).tobytes())
         h.update(b"|")
     h.update((req.min_power_kw < 0).tobytes())
-    has_reserve = bool(np.any(req.reserve_kw > 0))
+    has_reserve = req.has_reserve
     if req.site_constraints is not None:
         m = sp.csr_matrix(req.site_constraints.matrix)
         for part in (m.indptr, m.indices, m.data):
@@ -106,7 +106,8 @@ class CvxpyModel:
         self.site_export = cp.Parameter(s_n * t, name="site_export_kw")
         self.feeder_cap = cp.Parameter(f_n * t, name="feeder_cap_kw")
         self.fleet_cap = cp.Parameter(t, name="fleet_cap_kw")
-        self.reserve = cp.Parameter(t, nonneg=True, name="reserve_kw")
+        self.reserve = cp.Parameter(t, nonneg=True, name="reserve_up_kw")
+        self.reserve_down = cp.Parameter(t, nonneg=True, name="reserve_down_kw")
         self.price = (
             cp.Parameter(t, name="price_eur_per_mwh") if req.price_eur_per_mwh is not None else None
         )
@@ -150,7 +151,7 @@ class CvxpyModel:
 
         self.ru: cp.Variable | None = None
         self.rd: cp.Variable | None = None
-        if np.any(req.reserve_kw > 0):
+        if req.has_reserve:
             ru = cp.Variable(s_n * t, nonneg=True, name="reserve_up_kw")
             rd = cp.Variable(s_n * t, nonneg=True, name="reserve_down_kw")
             miss = cp.Variable((2, t), nonneg=True, name="reserve_missed_kw")
@@ -162,7 +163,7 @@ class CvxpyModel:
                 ru <= m_site @ self.hi - site_sum,
                 rd <= site_sum - m_site @ self.lo,
                 b_step @ ru + miss[0] >= self.reserve,
-                b_step @ rd + miss[1] >= self.reserve,
+                b_step @ rd + miss[1] >= self.reserve_down,
             ]
             cost += w.reserve_shortfall_eur_per_kw * cp.sum(miss)
             self.ru, self.rd = ru, rd
@@ -207,7 +208,7 @@ class CvxpyModel:
         self.site_export.value = _finite(req.caps.site_export_kw).ravel()
         self.feeder_cap.value = _finite(req.caps.feeder_kw).ravel()
         self.fleet_cap.value = _finite(req.caps.fleet_kw)
-        self.reserve.value = np.maximum(req.reserve_kw, 0.0)
+        self.reserve.value, self.reserve_down.value = req.reserve_targets_kw()
         if self.price is not None and req.price_eur_per_mwh is not None:
             self.price.value = req.price_eur_per_mwh
         if self.grid_upper is not None and req.site_constraints is not None:

@@ -3,9 +3,11 @@
 :class:`PlanRequest` describes one planning problem in arrays: the sessions still to
 serve (their site, the steps they are plugged in, power bounds and energy still needed),
 the per-step caps from the :class:`~aggregator.limits.LimitBook`, the reserve the market
-commitments need and a price series. :class:`Plan` is the answer: a base power per
-session and step (average kW over the part of the step the car is plugged in), each
-site's reserve up/down, and how the plan was obtained (solver, status, times, fallback).
+commitments need (per step and direction: ``reserve_up_kw``/``reserve_down_kw`` from the
+awarded volumes per block, or the symmetric ``reserve_kw``) and a price series.
+:class:`Plan` is the answer: a base power per session and step (average kW over the part
+of the step the car is plugged in), each site's reserve up/down, and how the plan was
+obtained (solver, status, times, fallback).
 
 :func:`transfer_plan` reads one session's energy transfer plan (ETP) with its 68 % and
 95 % bands out of a plan.
@@ -147,6 +149,21 @@ class PlanRequest:
     price_eur_per_mwh: NDArray[np.float64] | None = None
     weights: PlanWeights = field(default_factory=PlanWeights)
     site_constraints: SiteLinearConstraints | None = None
+    # awarded reserve per step and direction (kW, T each); None = the symmetric reserve_kw
+    reserve_up_kw: NDArray[np.float64] | None = None
+    reserve_down_kw: NDArray[np.float64] | None = None
+
+    def reserve_targets_kw(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """The up and down reserve to hold in each step (kW, ≥ 0): ``reserve_up_kw`` /
+        ``reserve_down_kw`` where given, else the symmetric ``reserve_kw``."""
+        up = self.reserve_kw if self.reserve_up_kw is None else self.reserve_up_kw
+        down = self.reserve_kw if self.reserve_down_kw is None else self.reserve_down_kw
+        return np.maximum(up, 0.0), np.maximum(down, 0.0)
+
+    @property
+    def has_reserve(self) -> bool:
+        up, down = self.reserve_targets_kw()
+        return bool(np.any(up > 0) or np.any(down > 0))
 
     @property
     def n_sessions(self) -> int:
@@ -204,6 +221,12 @@ class PlanRequest:
             issues.append(Issue("caps.fleet_kw", f"shape {self.caps.fleet_kw.shape}"))
         if self.reserve_kw.shape != (t,):
             issues.append(Issue("reserve_kw", f"shape {self.reserve_kw.shape}, expected ({t},)"))
+        for name, given in (
+            ("reserve_up_kw", self.reserve_up_kw),
+            ("reserve_down_kw", self.reserve_down_kw),
+        ):
+            if given is not None and given.shape != (t,):
+                issues.append(Issue(name, f"shape {given.shape}, expected ({t},)"))
         if self.price_eur_per_mwh is not None and self.price_eur_per_mwh.shape != (t,):
             issues.append(Issue("price_eur_per_mwh", "one price per step is required"))
         bad_window = np.flatnonzero(

@@ -6,6 +6,10 @@ a plan step > 0 and a horizon of at least one step; the failsafe duration within
 CSMS hears from the service before its lease runs out. Market numbers (FCR deadband, full
 activation, nominal frequency) are not here: they belong to :mod:`markets.activation`,
 which the composition root injects as the service's ``activation``.
+
+The reserve to hold is a :class:`ReserveSchedule` (awarded kW up and down per block, e.g.
+the six 4 h blocks of FCR/aFRR); the scalar ``reserve_kw`` is the constant schedule used
+when none is given. Outside every block the schedule holds ``base_kw``.
 """
 
 from __future__ import annotations
@@ -18,9 +22,63 @@ from numpy.typing import NDArray
 from aggregator.errors import Issue
 from aggregator.planning.request import PlanWeights
 
-__all__ = ["HISTORY", "PriceSeries", "ServiceConfig"]
+__all__ = ["HISTORY", "PriceSeries", "ReserveSchedule", "ServiceConfig"]
 
 HISTORY = 100_000  # plan and dispatch timings kept for statistics (a deque each)
+
+
+@dataclass(frozen=True)
+class ReserveSchedule:
+    """Awarded reserve per block: ``up_kw[i]``/``down_kw[i]`` (kW, ≥ 0) hold in
+    ``[start_s[i], end_s[i])`` (POSIX s, blocks sorted, not overlapping); ``base_kw``
+    (symmetric) holds outside every block. Up = the fleet may be asked to consume more."""
+
+    start_s: NDArray[np.float64]
+    end_s: NDArray[np.float64]
+    up_kw: NDArray[np.float64]
+    down_kw: NDArray[np.float64]
+    base_kw: float = 0.0
+
+    @classmethod
+    def constant(cls, reserve_kw: float) -> ReserveSchedule:
+        empty = np.zeros(0)
+        return cls(empty, empty, empty, empty, base_kw=float(reserve_kw))
+
+    def validate(self) -> list[Issue]:
+        issues: list[Issue] = []
+        n = self.start_s.shape
+        if not (self.end_s.shape == self.up_kw.shape == self.down_kw.shape == n):
+            return [Issue("reserve_schedule", "one start, end, up and down per block")]
+        if np.any(self.end_s <= self.start_s) or np.any(self.start_s[1:] < self.end_s[:-1]):
+            issues.append(Issue("reserve_schedule", "blocks must be sorted, non-empty, disjoint"))
+        if not (np.all(self.up_kw >= 0) and np.all(self.down_kw >= 0) and self.base_kw >= 0):
+            issues.append(Issue("reserve_schedule", "reserve must be ≥ 0"))
+        return issues
+
+    def at(self, t_s: float) -> tuple[float, float]:
+        """The (up, down) reserve held at ``t_s``."""
+        i = int(np.searchsorted(self.start_s, t_s, side="right")) - 1
+        if i >= 0 and t_s < self.end_s[i]:
+            return float(self.up_kw[i]), float(self.down_kw[i])
+        return self.base_kw, self.base_kw
+
+    def for_steps(
+        self, start_s: float, step_s: float, steps: int
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Per plan step, the largest (up, down) reserve of any block the step overlaps."""
+        lo = start_s + step_s * np.arange(steps)
+        hi = lo + step_s
+        up, down, covered = np.zeros(steps), np.zeros(steps), np.zeros(steps)
+        for b in range(self.start_s.size):  # a handful of blocks per day
+            overlap = np.minimum(hi, self.end_s[b]) - np.maximum(lo, self.start_s[b])
+            hit = overlap > 0
+            up = np.where(hit, np.maximum(up, self.up_kw[b]), up)
+            down = np.where(hit, np.maximum(down, self.down_kw[b]), down)
+            covered += np.maximum(overlap, 0.0)
+        outside = covered < step_s - 1e-9  # a step (partly) outside every block
+        up = np.where(outside, np.maximum(up, self.base_kw), up)
+        down = np.where(outside, np.maximum(down, self.base_kw), down)
+        return up, down
 
 
 @dataclass(frozen=True)
@@ -47,6 +105,14 @@ class ServiceConfig:
     grid_max_iterations: int = 3
     grid_horizon_s: float = 14_400.0  # plan steps linearised and AC-checked in each plan
     weights: PlanWeights = field(default_factory=PlanWeights)
+    reserve_schedule: ReserveSchedule | None = None  # None = constant ``reserve_kw``
+
+    @property
+    def reserve(self) -> ReserveSchedule:
+        """The reserve to hold: the schedule, or the scalar as a constant schedule."""
+        if self.reserve_schedule is not None:
+            return self.reserve_schedule
+        return ReserveSchedule.constant(self.reserve_kw)
 
     def validate(self) -> list[Issue]:
         issues: list[Issue] = []
@@ -66,6 +132,8 @@ class ServiceConfig:
             )
         if not self.reserve_kw >= 0:
             issues.append(Issue("reserve_kw", "must be ≥ 0"))
+        if self.reserve_schedule is not None:
+            issues.extend(self.reserve_schedule.validate())
         return issues
 
 

@@ -45,6 +45,7 @@ def plan_request(
         start_s, step, steps, np.full(slots.size, now_s), f.departure_s[slots]
     )
     energy = f.energy_kwh[slots]
+    reserve_up, reserve_down = c.reserve.for_steps(start_s, step, steps)
     price = None
     if prices is not None:
         price = prices.at((start_s + step * np.arange(steps)).astype(np.float64))
@@ -63,7 +64,9 @@ def plan_request(
         discharge_budget_kwh=np.maximum(energy, 0.0),
         site_feeder=f.topology.site_feeder,
         caps=limits.caps_for_steps(start, step, steps),
-        reserve_kw=np.full(steps, c.reserve_kw),
+        reserve_kw=np.minimum(reserve_up, reserve_down),
+        reserve_up_kw=reserve_up,
+        reserve_down_kw=reserve_down,
         price_eur_per_mwh=price,
         weights=c.weights,
     )
