@@ -1,0 +1,143 @@
+"""The plan holds the awarded reserve per block (asymmetric) within every DSO and grid limit."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aggregator.limits import Caps
+from aggregator.planning.optimizer import Planner
+from aggregator.planning.request import PlanRequest, SiteLinearConstraints
+from aggregator.service.config import ReserveSchedule
+from markets.bids import Award, reserve_schedule
+from markets.flexibility import fleet_flexibility_kw
+
+T0 = datetime(2026, 1, 14, tzinfo=UTC)
+STEPS, STEP_S, SITES, BLOCK = 16, 900.0, 3, 4  # four 1 h blocks of four steps
+
+
+def _request(seed: int, n: int) -> PlanRequest:
+    rng = np.random.default_rng(seed)
+    first = rng.integers(0, STEPS - 2, n)
+    last = np.minimum(first + rng.integers(2, STEPS, n), STEPS)
+    pmax = rng.choice([3.7, 11.0, 22.0], n)
+    need = rng.uniform(0.0, 0.6, n) * pmax * (last - first) * STEP_S / 3600
+    site_kw = np.repeat(rng.uniform(20.0, 60.0, SITES)[:, None], STEPS, axis=1)
+    feeder = np.full((1, STEPS), rng.uniform(40.0, 120.0))
+    feeder[0, 6:10] *= rng.uniform(0.4, 1.0)  # a DSO limit in the middle blocks
+    # a grid element loaded by sites 0 and 1 (e.g. a cable they share)
+    rows = np.repeat(np.arange(STEPS), 2)
+    cols = np.concatenate([[t, STEPS + t] for t in range(STEPS)])
+    grid = SiteLinearConstraints(
+        sp.csr_matrix((np.ones(2 * STEPS), (rows, cols)), shape=(STEPS, SITES * STEPS)),
+        np.full(STEPS, rng.uniform(20.0, 80.0)),
+    )
+    return PlanRequest(
+        start=T0,
+        step_s=STEP_S,
+        steps=STEPS,
+        session_site=rng.integers(0, SITES, n).astype(np.intp),
+        first_step=first.astype(np.intp),
+        last_step=last.astype(np.intp),
+        first_frac=np.ones(n),
+        last_frac=np.ones(n),
+        max_power_kw=pmax,
+        min_power_kw=np.zeros(n),
+        energy_needed_kwh=need,
+        discharge_budget_kwh=np.zeros(n),
+        site_feeder=np.zeros(SITES, np.intp),
+        caps=Caps(site_kw, feeder, np.full(STEPS, np.inf), site_kw.copy()),
+        reserve_kw=np.zeros(STEPS),
+        site_constraints=grid,
+    )
+
+
+def _site_kw(plan_power: np.ndarray, req: PlanRequest) -> np.ndarray:
+    site = np.zeros((SITES, STEPS))
+    np.add.at(site, req.session_site, plan_power * req.plugged_fraction())
+    return site
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.integers(0, 2**31),
+    st.integers(2, 20),
+    st.lists(st.floats(0.0, 1.0), min_size=4, max_size=4),
+    st.lists(st.floats(0.0, 1.0), min_size=4, max_size=4),
+)
+def test_plan_holds_awarded_headroom_per_block_within_every_limit(
+    seed: int, n: int, up_share: list[float], down_share: list[float]
+) -> None:
+    req = _request(seed, n)
+    planner = Planner(time_limit_s=30.0, reuse=False)
+    free = planner.plan(req)
+    assert free.fallback is None
+    # what the unreserved plan leaves, per step, also under the grid element
+    up0, down0 = fleet_flexibility_kw(free, req)
+    assert req.site_constraints is not None
+    grid_room = (
+        req.site_constraints.upper
+        - req.site_constraints.matrix @ _site_kw(free.power_kw, req).ravel()
+    )
+    up0 = np.minimum(up0, np.maximum(grid_room, 0.0))
+    awards = []
+    for b in range(STEPS // BLOCK):
+        s = T0 + timedelta(seconds=STEP_S * BLOCK * b)
+        e = s + timedelta(seconds=STEP_S * BLOCK)
+        block = slice(b * BLOCK, (b + 1) * BLOCK)
+        awards.append(Award("aFRR", s, e, "NEG", up_share[b] * up0[block].min() / 1000))
+        awards.append(Award("aFRR", s, e, "POS", down_share[b] * down0[block].min() / 1000))
+    sched = reserve_schedule(awards)
+    assert isinstance(sched, ReserveSchedule) and sched.validate() == []
+    want_up, want_down = sched.for_steps(T0.timestamp(), STEP_S, STEPS)
+
+    req_r = dataclasses.replace(req, reserve_up_kw=want_up, reserve_down_kw=want_down)
+    assert req_r.validate() == []
+    plan = planner.plan(req_r)
+    assert plan.fallback is None
+    tol = 1e-4
+    ru, rd = plan.reserve_up_kw, plan.reserve_down_kw
+    # the awarded headroom, in every step of every block, in its own direction
+    assert np.all(ru.sum(axis=0) >= want_up - tol)
+    assert np.all(rd.sum(axis=0) >= want_down - tol)
+    site = _site_kw(plan.power_kw, req)
+    caps = req.caps
+    # every limit holds with the reserve fully activated
+    assert np.all(site + ru <= caps.site_kw + tol)
+    assert np.all(site - rd >= -caps.site_export_kw - tol)
+    assert np.all(site.sum(axis=0) + ru.sum(axis=0) <= caps.feeder_kw[0] + tol)
+    loading = req.site_constraints.matrix @ (site + ru).ravel()
+    assert np.all(loading <= req.site_constraints.upper + tol)
+    # and the headroom is real: the sessions plugged in can move that far
+    up_real, down_real = fleet_flexibility_kw(plan, req)
+    assert np.all(up_real >= want_up - tol) and np.all(down_real >= want_down - tol)
+    # holding it costs no energy the unreserved plan delivered
+    assert plan.shortfall_kwh.sum() <= free.shortfall_kwh.sum() + 1e-3
+
+
+def test_the_symmetric_scalar_is_a_constant_schedule() -> None:
+    req = _request(3, 12)
+
+    sym = dataclasses.replace(req, reserve_kw=np.full(STEPS, 5.0))
+    up, down = sym.reserve_targets_kw()
+    assert np.all(up == 5.0) and np.all(down == 5.0) and sym.has_reserve
+    asym = dataclasses.replace(sym, reserve_up_kw=np.full(STEPS, 2.0))
+    up, down = asym.reserve_targets_kw()
+    assert np.all(up == 2.0) and np.all(down == 5.0)
+    bad = dataclasses.replace(sym, reserve_down_kw=np.zeros(3))
+    assert [i.field for i in bad.validate()] == ["reserve_down_kw"]
+    const = ReserveSchedule.constant(7.0)
+    assert const.at(0.0) == (7.0, 7.0)
+    u, d = const.for_steps(0.0, 900.0, 4)
+    assert np.all(u == 7.0) and np.all(d == 7.0)
+    # a step half inside a block takes the larger of the block and the outside
+    half = ReserveSchedule(
+        np.array([450.0]), np.array([1800.0]), np.array([3.0]), np.array([9.0]), 5.0
+    )
+    u, d = half.for_steps(0.0, 900.0, 3)
+    assert list(u) == [5.0, 3.0, 5.0] and list(d) == [9.0, 9.0, 5.0]
