@@ -61,9 +61,20 @@ async def _run(settings: object) -> None:
     assert isinstance(settings, EdgeSettings)
     upstream: Upstream
     if settings.kafka_bootstrap:
-        upstream = KafkaUpstream(settings.kafka_bootstrap, settings.csms_id, settings.edge_id)
+        upstream = KafkaUpstream(
+            settings.kafka_bootstrap,
+            settings.csms_id,
+            settings.edge_id,
+            topics=settings.topics(),
+            reports_topic=settings.reports_topic,
+        )
     else:
-        upstream = EmbeddedUpstream(InProcessBus(), settings.csms_id)
+        upstream = EmbeddedUpstream(
+            InProcessBus(),
+            settings.csms_id,
+            topics=settings.topics(),
+            reports_topic=settings.reports_topic,
+        )
     runner = EdgeRunner(settings, SystemClock(), upstream)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

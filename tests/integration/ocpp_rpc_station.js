@@ -58,7 +58,10 @@ async function sendMeter() {
 
 cli.handle('GetVariables', ({ params }) => {
   out({ event: 'call', action: 'GetVariables', params });
-  const values = { RateUnit: 'A', SupplyPhases: '3', SupportsDynamicProfiles: cfg.dynamic ? 'true' : 'false' };
+  const values = {
+    RateUnit: 'A', SupplyPhases: '3', SupportsDynamicProfiles: cfg.dynamic ? 'true' : 'false',
+    SupportedOperationModes: cfg.freq ? 'ChargingOnly,CentralSetpoint,LocalFrequency' : 'ChargingOnly',
+  };
   return { getVariableResult: params.getVariableData.map((d) => (
     d.variable.name in values
       ? { attributeStatus: 'Accepted', attributeValue: values[d.variable.name], component: d.component, variable: d.variable }

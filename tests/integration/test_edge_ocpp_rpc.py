@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import subprocess
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,13 @@ def node_path() -> str:
     ).stdout.strip()
 
 
+def _is_v2g(e: dict[str, Any]) -> bool:
+    if e.get("action") != "SetChargingProfile":
+        return False
+    period = e["params"]["chargingProfile"]["chargingSchedule"][0]["chargingSchedulePeriod"][0]
+    return bool(period.get("operationMode") == "CentralSetpoint")
+
+
 class Station:
     """The node station process and the JSON lines it prints."""
 
@@ -52,12 +60,21 @@ class Station:
         self.events: list[dict[str, Any]] = []
 
     async def until(
-        self, event: str, timeout_s: float = 30.0, action: str | None = None
+        self,
+        event: str,
+        timeout_s: float = 30.0,
+        action: str | None = None,
+        where: Callable[[dict[str, Any]], bool] | None = None,
     ) -> dict[str, Any]:
-        """The first line printed for ``event`` (and ``action``), reading on as needed."""
+        """The first line printed for ``event`` (and ``action``, and ``where``), reading on
+        as needed."""
 
         def match(e: dict[str, Any]) -> bool:
-            return e["event"] == event and (action is None or e.get("action") == action)
+            return (
+                e["event"] == event
+                and (action is None or e.get("action") == action)
+                and (where is None or where(e))
+            )
 
         async def read() -> dict[str, Any]:
             for e in self.events:
@@ -89,13 +106,18 @@ class Station:
 
 
 async def _scenario(
-    tmp: Path, node_path: str, *, protocol: str, reject: bool, dynamic: bool
+    tmp: Path, node_path: str, *, protocol: str, reject: bool, dynamic: bool, freq: bool
 ) -> None:
     settings = load_edge_settings(
         None,
         csms_id="c1",
         state_dir=tmp,
-        ocpp={"port": 0, "security_profile": 1, "needs_wait_s": 0},
+        ocpp={
+            "port": 0,
+            "security_profile": 1,
+            "needs_wait_s": 0,
+            "fcr_reserve_kw": 1.0 if freq else 0.0,
+        },
         sites=[{"id": "s1", "feeder": "f1", "cap_kw": 50.0, "stations": ["rpc1"]}],
         stations=[{"id": "rpc1", "password": "rpc-secret-pw", "max_power_kw": 22.0}],
     )
@@ -111,6 +133,7 @@ async def _scenario(
         "protocol": protocol,
         "reject": reject,
         "dynamic": dynamic,
+        "freq": freq,
     }
     proc = await asyncio.create_subprocess_exec(
         "node",
@@ -172,6 +195,14 @@ async def _scenario(
             and sched["chargingSchedulePeriod"][0]["numberPhases"] == 3
         )
         assert sched["chargingSchedulePeriod"][0]["limit"] == pytest.approx(10.0)  # 6.9 kW / 690 V
+        period = sched["chargingSchedulePeriod"][0]
+        if freq:  # FCR inside the allowance: 5.9 kW ± 1 kW between 49.8 and 50.2 Hz
+            assert period["operationMode"] == "LocalFrequency"
+            curve = period["v2xFreqWattCurve"]
+            assert [p["frequency"] for p in curve] == [49.8, 49.99, 50.01, 50.2]
+            assert max(p["power"] for p in curve) == pytest.approx(6900.0, abs=1.0)
+        else:
+            assert "operationMode" not in period
         if dynamic:
             assert prof["chargingProfileKind"] == "Dynamic"
             assert prof["maxOfflineDuration"] == settings.ocpp.tx_profile_s
@@ -197,6 +228,14 @@ async def _scenario(
             upd = (await st.until("call", action="UpdateDynamicSchedule"))["params"]
             assert upd["chargingProfileId"] == prof["id"]
             assert upd["scheduleUpdate"]["limit"] == pytest.approx(13.0)  # 9 kW / 690 V, floor 0.1
+        if freq:  # the station declared CentralSetpoint too: V2G as a discharge setpoint
+            clock.advance(30)
+            bus.publish(DEFAULT_TOPICS.setpoints, "c1", batch(2, -5.0))
+            assert await runner.step() == 1
+            v2g = (await st.until("call", where=_is_v2g))["params"]["chargingProfile"]
+            period = v2g["chargingSchedule"][0]["chargingSchedulePeriod"][0]
+            # -5 kW / 690 V = -7.25 A, toward zero to the quirk table's 1 A step for ocpp-rpc
+            assert period["setpoint"] == pytest.approx(-7.0) and period["dischargeLimit"] < 0
     finally:
         await st.close()
         await runner.stop()
@@ -204,11 +243,18 @@ async def _scenario(
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("protocol", "reject", "dynamic"),
-    [("ocpp2.0.1", False, False), ("ocpp2.0.1", True, False), ("ocpp2.1", False, True)],
-    ids=["2.0.1-accepts", "2.0.1-rejects", "2.1-dynamic"],
+    ("protocol", "reject", "dynamic", "freq"),
+    [
+        ("ocpp2.0.1", False, False, False),
+        ("ocpp2.0.1", True, False, False),
+        ("ocpp2.1", False, True, False),
+        ("ocpp2.1", False, False, True),
+    ],
+    ids=["2.0.1-accepts", "2.0.1-rejects", "2.1-dynamic", "2.1-local-frequency"],
 )
 def test_ocpp_rpc_strict_station(
-    tmp_path: Path, node_path: str, protocol: str, reject: bool, dynamic: bool
+    tmp_path: Path, node_path: str, protocol: str, reject: bool, dynamic: bool, freq: bool
 ) -> None:
-    asyncio.run(_scenario(tmp_path, node_path, protocol=protocol, reject=reject, dynamic=dynamic))
+    asyncio.run(
+        _scenario(tmp_path, node_path, protocol=protocol, reject=reject, dynamic=dynamic, freq=freq)
+    )

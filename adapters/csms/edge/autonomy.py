@@ -122,6 +122,7 @@ class Csac:
         """After a restart: hold the failsafes of the last batch applied before it."""
         self.failsafe_kw.update(zip(batch.evse_ids, batch.failsafe_kw, strict=True))
         self.valid_until = batch.valid_until
+        self.ref.last_seq = batch.seq  # a replayed older batch stays dropped
         self.restored = True
 
     def mode(self, now: datetime) -> Mode:

@@ -16,6 +16,8 @@ from adapters.csms.edge.targets import EdgeContext
 from adapters.csms.edge.upstream import EdgeReport
 from adapters.csms.ocpp.endpoint import OcppEndpoint, Outcome, Security
 from adapters.csms.ocpp.station import StationPlace, evse_key
+from markets.activation import NOMINAL_HZ
+from markets.products import FCR
 
 __all__ = ["OcppTarget", "build"]
 
@@ -61,6 +63,8 @@ class OcppTarget:
             min_interval_s=o.min_interval_s,
             call_timeout_s=o.call_timeout_s,
             needs_wait_s=o.needs_wait_s,
+            fcr_reserve_kw=o.fcr_reserve_kw,
+            fcr_hz=(NOMINAL_HZ, FCR.deadband_hz, FCR.full_activation_hz),
         )
         self.port = 0
         self._sent_limits: dict[str, tuple[float, float]] = {}

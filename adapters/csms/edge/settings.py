@@ -19,6 +19,7 @@ Example YAML (one CSMS id, one site, two stations)::
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aggregator.errors import ConfigError, Issue
+from aggregator.interfaces import DEFAULT_TOPICS, Topics
 
 __all__ = ["EdgeSettings", "OcppSettings", "SiteSettings", "StationSettings", "load_edge_settings"]
 
@@ -48,6 +50,7 @@ class OcppSettings(BaseModel):
     min_interval_s: float = Field(10.0, ge=0)
     call_timeout_s: float = Field(30.0, gt=0)
     needs_wait_s: float = Field(10.0, ge=0)
+    fcr_reserve_kw: float = Field(0.0, ge=0)
 
 
 class SiteSettings(BaseModel):
@@ -76,6 +79,10 @@ class EdgeSettings(BaseSettings):
     edge_id: str = "edge"
     state_dir: Path = Path("./edge-state")
     kafka_bootstrap: str = ""
+    telemetry_topic: str = DEFAULT_TOPICS.telemetry
+    grid_signals_topic: str = DEFAULT_TOPICS.grid_signals
+    setpoints_topic: str = DEFAULT_TOPICS.setpoints
+    reports_topic: str = "gridflex.edge-reports"
     targets: list[str] = ["ocpp"]
     cycle_s: float = Field(1.0, gt=0)
     buffer_max_records: int = Field(1_000_000, ge=1)
@@ -85,6 +92,15 @@ class EdgeSettings(BaseSettings):
     ocpp: OcppSettings = OcppSettings()
     sites: list[SiteSettings]
     stations: list[StationSettings] = []
+
+    def topics(self) -> Topics:
+        """The bus topics the edge reads and writes (the others keep their defaults)."""
+        return dataclasses.replace(
+            DEFAULT_TOPICS,
+            telemetry=self.telemetry_topic,
+            grid_signals=self.grid_signals_topic,
+            setpoints=self.setpoints_topic,
+        )
 
     @model_validator(mode="after")
     def _stations_known(self) -> EdgeSettings:

@@ -44,6 +44,7 @@ from adapters.csms.ocpp.cp import CsmsChargePoint21, CsmsChargePoint201, charge_
 from adapters.csms.ocpp.profiles import (
     Limit,
     SendPolicy,
+    freq_watt_curve,
     profile_id,
     station_max_profile,
     to_limit,
@@ -60,6 +61,7 @@ DEVICE_MODEL = (
     ("SmartChargingCtrlr", "RateUnit"),
     ("EVSE", "SupplyPhases"),
     ("SmartChargingCtrlr", "SupportsDynamicProfiles"),
+    ("V2XChargingCtrlr", "SupportedOperationModes"),  # 2.1: LocalFrequency, CentralSetpoint …
 )
 CP = CsmsChargePoint201 | CsmsChargePoint21
 
@@ -120,8 +122,12 @@ class OcppEndpoint:
         min_interval_s: float = 10.0,
         call_timeout_s: float = 30.0,
         needs_wait_s: float = 10.0,
+        fcr_reserve_kw: float = 0.0,
+        fcr_hz: tuple[float, float, float] = (50.0, 0.01, 0.2),
     ) -> None:
         self.places = places
+        self.fcr_reserve_kw = fcr_reserve_kw
+        self.fcr_hz = fcr_hz
         self.emit = emit
         self.report = report
         self.clock = clock
@@ -375,10 +381,11 @@ class OcppEndpoint:
             s = link.sessions.get(evse)
             if s is None:
                 continue
-            v2x = export and link.is_21
+            v2x = export and link.is_21 and "CentralSetpoint" in link.operation_modes
             lim = to_limit(kw, elec, export_allowed=v2x)
             dynamic = link.dynamic_profiles
-            if dynamic and kind != "new" and evse in pol.sent:
+            curve = self._freq_curve(link, lim)
+            if dynamic and curve is None and kind != "new" and evse in pol.sent:
                 res = await self._call(
                     sid,
                     call.UpdateDynamicSchedule(
@@ -404,6 +411,7 @@ class OcppEndpoint:
                     dynamic=dynamic,
                     max_offline_s=self.tx_profile_s,
                     v2x=v2x,
+                    freq_curve=curve,
                 )
                 accepted = await self._set(sid, evse, prof, lim, "tx", call)
             if not accepted:
@@ -413,6 +421,20 @@ class OcppEndpoint:
             if kind == "new" and link.quirks.composite_check:
                 await self._check_composite(sid, evse, lim, call)
         return ok
+
+    def _freq_curve(self, link: StationLink, lim: Limit) -> list[dict[str, float]] | None:
+        """OCPP 2.1 LocalFrequency: an FCR Watt–frequency curve inside the EVSE's allowance
+        (full over-frequency activation = the allowance, so no cap can be exceeded)."""
+        if self.fcr_reserve_kw <= 0 or "LocalFrequency" not in link.operation_modes:
+            return None
+        reserve_kw = min(self.fcr_reserve_kw, lim.applied_kw / 2)
+        if reserve_kw <= 0:
+            return None
+        nominal, deadband, full = self.fcr_hz
+        base_w = (lim.applied_kw - reserve_kw) * 1000.0
+        return freq_watt_curve(
+            base_w, reserve_kw * 1000.0, nominal_hz=nominal, deadband_hz=deadband, full_hz=full
+        )
 
     async def _check_composite(self, sid: str, evse: int, lim: Limit, call: Any) -> None:
         """GetCompositeSchedule (duration > 0): the station's effective limit must not be

@@ -158,6 +158,7 @@ def tx_profile(
     dynamic: bool = False,
     max_offline_s: int | None = None,
     v2x: bool = False,
+    freq_curve: list[dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     """The TxProfile of a transaction: Absolute with ``startSchedule`` (2.0.1), or a
     Dynamic profile (2.1) whose ``maxOfflineDuration`` is the setpoint lease."""
@@ -174,6 +175,7 @@ def tx_profile(
                 start=None if dynamic else start,
                 duration_s=None if dynamic else duration_s,
                 v2x=v2x,
+                freq_curve=freq_curve,
             )
         ],
     }

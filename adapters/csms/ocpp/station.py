@@ -146,6 +146,7 @@ class StationLink:
         self.rate_unit: RateUnit | None = None
         self.phases: int | None = None
         self.dynamic_profiles = False
+        self.operation_modes: frozenset[str] = frozenset()
         self.booted = False
         self.evses: set[int] = set()
         self.sessions: dict[int, Session] = {}
@@ -191,6 +192,8 @@ class StationLink:
         self.dynamic_profiles = (
             self.is_21 and self.quirks.dynamic_profiles and dyn.lower() == "true"
         )
+        modes = values.get("V2XChargingCtrlr.SupportedOperationModes", "") if self.is_21 else ""
+        self.operation_modes = frozenset(m.strip() for m in modes.split(",") if m.strip())
 
     def on_status(self, evse_id: int) -> None:
         if evse_id > 0:
