@@ -9,7 +9,8 @@
 #   scripts/helm.sh helm ARGS...       run the pinned helm (built first if needed)
 #   scripts/helm.sh validate FILE...   run kubecheck on rendered manifests ("-" = stdin)
 #   scripts/helm.sh check [CHART]      lint (strict), render with the default values and every
-#                                      values profile under CHART/profiles/, validate each
+#                                      values profile under CHART/profiles/ (each with its
+#                                      <profile>-example-*.yaml files), validate each
 #                                      (default CHART: helm/gridflex)
 #   scripts/helm.sh path | kubecheck-path   print a binary's path (exit 1 if not built)
 #
@@ -106,9 +107,15 @@ check_chart() {
   "$HELM_BIN" template gridflex "$chart" --kube-version "$KUBE_VERSION" >"$out/default.yaml" || rc=1
   "$KUBECHECK_BIN" "$out/default.yaml" || rc=1
   for profile in "$chart"/profiles/*.yaml; do
-    [[ -e "$profile" ]] || continue
-    "$HELM_BIN" lint --strict "$chart" -f "$profile" || rc=1
-    "$HELM_BIN" template gridflex "$chart" --kube-version "$KUBE_VERSION" -f "$profile" >"$out/$(basename "$profile")" || rc=1
+    [[ -e "$profile" && "$profile" != *-example-* ]] || continue
+    # a profile with its examples (profiles/edge.yaml + profiles/edge-example-*.yaml)
+    local files=(-f "$profile") example
+    for example in "${profile%.yaml}"-example-*.yaml; do
+      [[ -e "$example" ]] && files+=(-f "$example")
+    done
+    "$HELM_BIN" lint --strict "$chart" "${files[@]}" || rc=1
+    "$HELM_BIN" template gridflex "$chart" --kube-version "$KUBE_VERSION" "${files[@]}" \
+      >"$out/$(basename "$profile")" || rc=1
     "$KUBECHECK_BIN" "$out/$(basename "$profile")" || rc=1
   done
   return $rc

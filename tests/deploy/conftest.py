@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 HELM_SH = REPO / "scripts" / "helm.sh"
 CHART = REPO / "helm" / "gridflex"
 EDGE_PROFILE = CHART / "profiles" / "edge.yaml"
+EDGE_EXAMPLE = CHART / "profiles" / "edge-example-site.yaml"
 # the Kubernetes release whose API types kubecheck decodes into (k8s.io/api v0.37)
 KUBE_VERSION = "1.37.0"
 BUILD_TIMEOUT_S = 1800  # first run: helm from source on a busy 2-core machine

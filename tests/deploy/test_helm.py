@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from tests.conftest import wait_until
-from tests.deploy.conftest import EDGE_PROFILE, HelmTools
+from tests.deploy.conftest import EDGE_EXAMPLE, EDGE_PROFILE, HelmTools
 
 TOKEN_SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 FULL = [  # every optional part switched on
@@ -38,7 +38,7 @@ FULL = [  # every optional part switched on
 ]  # fmt: skip
 PROFILES = {
     "default": [],
-    "edge": ["-f", str(EDGE_PROFILE)],
+    "edge": ["-f", str(EDGE_PROFILE), "-f", str(EDGE_EXAMPLE)],
     "full": FULL,
     "no-persistence": ["--set", "persistence.enabled=false", "--set", "audit.enabled=false"],
 }
@@ -171,9 +171,27 @@ def test_edge_profile_runs_gridflex_edge_with_its_buffer_volume(helm_tools: Helm
     (ctr,) = sts["spec"]["template"]["spec"]["containers"]
     assert ctr["args"][0] == "edge"
     assert sts["spec"]["replicas"] == 1
-    assert {p["name"] for p in ctr["ports"]} == {"http", "ocpp"}
+    assert {p["name"] for p in ctr["ports"]} == {"ocpp"}
+    # no HTTP health endpoint on the edge: the probes knock on the OCPP listener
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert ctr[probe]["tcpSocket"] == {"port": "ocpp"}
     assert sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
-    assert "edge.yaml" in one(docs, "ConfigMap")["data"]
+    edge_yaml = one(docs, "ConfigMap")["data"]["edge.yaml"]
+    assert yaml.safe_load(edge_yaml)["state_dir"].startswith("/var/lib/gridflex/")
+    assert "example-only-change-me" not in edge_yaml  # passwords live in the Secret
+    services = {x["metadata"]["name"]: x for x in by_kind(docs, "Service")}
+    assert services["gridflex"]["spec"]["type"] == "LoadBalancer"  # stations are outside
+
+
+def test_edge_needs_a_site_and_one_replica(helm_tools: HelmTools) -> None:
+    alone = helm_tools.template("-f", str(EDGE_PROFILE))
+    assert alone.returncode != 0 and "edge.settings.csms_id" in alone.stderr
+    two = helm_tools.template(*PROFILES["edge"], "--set", "replicas=2")
+    assert two.returncode != 0 and "replicas" in two.stderr
+    owned = helm_tools.template(*PROFILES["edge"], "--set", "edge.settings.ocpp.port=1")
+    assert owned.returncode != 0 and "ocpp" in owned.stderr
+    monitored = helm_tools.template(*PROFILES["edge"], "--set", "serviceMonitor.enabled=true")
+    assert monitored.returncode != 0 and "no /metrics" in monitored.stderr
 
 
 # ------------------------------------------------------------------------- the schema
@@ -258,6 +276,23 @@ def test_rendered_settings_load_in_the_service(
     assert settings.history is not None
     assert settings.history.token == "user:password"  # from the Secret, not the ConfigMap
     assert load_topology(settings.topology).feeders[0].feeder_id == "f1"
+
+
+def test_rendered_edge_settings_load_in_the_edge(
+    helm_tools: HelmTools, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from adapters.csms.edge.settings import load_edge_settings
+
+    docs = helm_tools.render(*PROFILES["edge"])
+    config = _pod_files(docs, tmp_path).parent
+    for key, value in _secret_env(docs, "gridflex-0").items():
+        monkeypatch.setenv(key, value)
+    settings = load_edge_settings(config / "edge.yaml")
+    assert settings.csms_id == "csms-a"
+    assert settings.ocpp.host == "0.0.0.0" and settings.ocpp.port == 9000
+    assert [s.id for s in settings.stations] == ["cs-1", "cs-2"]  # from the Secret
+    assert settings.stations[0].password is not None
+    assert settings.stations[0].password.get_secret_value() == "example-only-change-me"
 
 
 @pytest.mark.slow

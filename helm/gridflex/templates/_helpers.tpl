@@ -42,8 +42,29 @@ app.kubernetes.io/part-of: gridflex
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
+{{/* The TLS material in use: the API's (serve) or the OCPP endpoint's (edge). */}}
+{{- define "gridflex.tlsValues" -}}
+{{- if eq .Values.mode "serve" -}}
+{{- toYaml .Values.api.tls -}}
+{{- else -}}
+{{- toYaml .Values.edge.tls -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "gridflex.tlsEnabled" -}}
+{{- if eq .Values.mode "serve" -}}
+{{- if and .Values.api.enabled .Values.api.tls.enabled -}}true{{- end -}}
+{{- else if .Values.edge.tls.enabled -}}true
+{{- end -}}
+{{- end -}}
+
 {{- define "gridflex.tlsSecret" -}}
-{{- default (printf "%s-tls" (include "gridflex.fullname" .)) .Values.api.tls.existingSecret -}}
+{{- $tls := include "gridflex.tlsValues" . | fromYaml -}}
+{{- default (printf "%s-tls" (include "gridflex.fullname" .)) $tls.existingSecret -}}
+{{- end -}}
+
+{{- define "gridflex.stationsSecret" -}}
+{{- default (include "gridflex.fullname" .) .Values.edge.existingStationsSecret -}}
 {{- end -}}
 
 {{- define "gridflex.tokensSecret" -}}
@@ -56,7 +77,8 @@ app.kubernetes.io/part-of: gridflex
 
 {{/* Whether the chart's own Secret has anything to hold. */}}
 {{- define "gridflex.ownSecret" -}}
-{{- if or (and .Values.api.enabled (not .Values.api.existingTokensSecret)) (and .Values.history.token (not .Values.history.existingSecret)) -}}
+{{- $serve := eq .Values.mode "serve" -}}
+{{- if or (and $serve .Values.api.enabled (not .Values.api.existingTokensSecret)) (and .Values.history.token (not .Values.history.existingSecret)) (and (not $serve) .Values.edge.stations (not .Values.edge.existingStationsSecret)) -}}
 true
 {{- end -}}
 {{- end -}}
@@ -101,6 +123,20 @@ true
 {{- if and (or .Values.history.token .Values.history.existingSecret) (not (.Values.settings.history | default dict).url) -}}
 {{- fail "history.token/existingSecret needs settings.history.url (where InfluxDB is)" -}}
 {{- end -}}
+{{- if eq .Values.mode "edge" -}}
+{{- if or (not .Values.edge.settings.csms_id) (not .Values.edge.settings.sites) -}}
+{{- fail "mode edge needs edge.settings.csms_id and edge.settings.sites (see profiles/edge-example-site.yaml)" -}}
+{{- end -}}
+{{- range $k := list "stations" "state_dir" -}}
+{{- if hasKey $.Values.edge.settings $k -}}
+{{- fail (printf "edge.settings.%s is set by the chart (edge.stations go to a Secret; the state lives on the data volume)" $k) -}}
+{{- end -}}
+{{- end -}}
+{{- $tls := .Values.edge.tls -}}
+{{- if and $tls.enabled (not $tls.existingSecret) (or (not $tls.cert) (not $tls.key)) -}}
+{{- fail "edge.tls.enabled needs edge.tls.existingSecret or both edge.tls.cert and edge.tls.key" -}}
+{{- end -}}
+{{- end -}}
 {{- if and .Values.api.tls.enabled (not .Values.api.tls.existingSecret) (or (not .Values.api.tls.cert) (not .Values.api.tls.key)) -}}
 {{- fail "api.tls.enabled needs api.tls.existingSecret or both api.tls.cert and api.tls.key" -}}
 {{- end -}}
@@ -109,7 +145,22 @@ true
 {{- end -}}
 {{- end -}}
 
-{{/* The settings file of `gridflex edge`. */}}
+{{/* The settings file of `gridflex edge` (adapters/csms/edge/settings.py): the user's
+     settings plus the keys the chart owns (listen address and port, TLS paths, state dir).
+     Stations (with passwords) come from the Secret as GRIDFLEX_EDGE__STATIONS. */}}
 {{- define "gridflex.edgeSettings" -}}
-{{- toYaml .Values.edge.settings -}}
+{{- $s := deepCopy .Values.edge.settings -}}
+{{- $ocpp := deepCopy ($s.ocpp | default dict) -}}
+{{- $_ := set $ocpp "host" "0.0.0.0" -}}
+{{- $_ := set $ocpp "port" (int .Values.edge.ocppPort) -}}
+{{- if .Values.edge.tls.enabled -}}
+{{- $_ := set $ocpp "certfile" "/etc/gridflex/tls/tls.crt" -}}
+{{- $_ := set $ocpp "keyfile" "/etc/gridflex/tls/tls.key" -}}
+{{- if .Values.edge.tls.mutual -}}
+{{- $_ := set $ocpp "cafile" "/etc/gridflex/tls/ca.crt" -}}
+{{- end -}}
+{{- end -}}
+{{- $_ := set $s "ocpp" $ocpp -}}
+{{- $_ := set $s "state_dir" "/var/lib/gridflex/edge" -}}
+{{- toYaml $s -}}
 {{- end -}}
