@@ -38,7 +38,6 @@ class OcppSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(9000, ge=0, le=65535)
-    path: str = "/ocpp"
     security_profile: Literal[0, 1, 2, 3] = 1
     certfile: str | None = None
     keyfile: str | None = None

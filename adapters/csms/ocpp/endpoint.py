@@ -14,6 +14,8 @@ Stations connect to ``ws(s)://host:port/<path>/<station id>`` with subprotocol
 A connection that fails authentication is refused at the HTTP upgrade (401) or at the TLS
 handshake (profile 3, wrong certificate); nothing of it reaches a handler.
 
+A station that reconnects without rebooting keeps what the edge knew of it (open
+transactions, device model, the profiles it holds); a BootNotification starts it afresh.
 After boot the endpoint reads the device model (rate unit, phases, 2.1 dynamic profiles),
 sends the ChargingStationMaxProfile on EVSE 0 (the station's share of the site cap) and
 the persistent TxDefaultProfile at the failsafe limit. :meth:`OcppEndpoint.apply` sends
@@ -209,23 +211,30 @@ class OcppEndpoint:
         if sub not in SUBPROTOCOLS:
             await ws.close(1002, "subprotocol ocpp2.1 or ocpp2.0.1 required")
             return
-        link = StationLink(
-            self.places[sid],
-            self.emit,
-            ocpp_version=sub,
-            voltage_v=self.voltage_v,
-            needs_wait_s=self.needs_wait_s,
-            clock=self.clock,
-        )
+        old = self.links.get(sid)
+        resumed = old is not None and old.booted and old.ocpp_version == sub
+        if old is not None and resumed:
+            link = old  # a reconnect without reboot: sessions, device model, sent profiles stay
+        else:
+            link = StationLink(
+                self.places[sid],
+                self.emit,
+                ocpp_version=sub,
+                voltage_v=self.voltage_v,
+                needs_wait_s=self.needs_wait_s,
+                clock=self.clock,
+            )
+            self.policies[sid] = SendPolicy(
+                self.deadband_kw, self.min_interval_s, self.tx_profile_s / 3
+            )
         cp = charge_point_class(sub)(sid, ws, response_timeout=self.call_timeout_s)
         cp.link = link
         cp.heartbeat_interval_s = self.heartbeat_interval_s
         cp.on_booted = lambda: self._spawn(self._setup(sid))
         self.links[sid] = link
         self.cps[sid] = cp
-        self.policies[sid] = SendPolicy(
-            self.deadband_kw, self.min_interval_s, self.tx_profile_s / 3
-        )
+        if resumed:
+            self.ready.add(sid)  # a BootNotification (reboot) runs the setup again
         try:
             await cp.start()
         except Exception as exc:
@@ -277,8 +286,12 @@ class OcppEndpoint:
         return call
 
     async def _setup(self, sid: str) -> None:
-        """Device model, then the station max and TxDefault profiles."""
+        """Device model, then the station max and TxDefault profiles (after every boot: a
+        rebooted station may have lost its TxProfiles, so every EVSE's next one is new)."""
         link, call = self.links[sid], self._calls(sid)
+        self.policies[sid] = SendPolicy(
+            self.deadband_kw, self.min_interval_s, self.tx_profile_s / 3
+        )
         got = await self._call(
             sid,
             call.GetVariables(

@@ -1,0 +1,76 @@
+"""The OCPP endpoint over loopback: reconnects, device model, unknown subprotocols."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from adapters.csms.ocpp.endpoint import OcppEndpoint, Outcome, Security
+from adapters.csms.ocpp.station import StationPlace
+from tests.adapters.csms.stations import await_until, open_station
+
+
+def _endpoint(outcomes: list[Outcome], out: list[Any]) -> OcppEndpoint:
+    places = {"st1": StationPlace(station_id="st1", site_id="s1", feeder_id="f1", csms_id="c1")}
+    return OcppEndpoint(
+        places,
+        lambda k, key, m: out.append(m),
+        outcomes.append,
+        lambda: datetime.now(UTC),
+        security=Security(profile=0),
+        needs_wait_s=0,
+    )
+
+
+def test_a_reconnect_without_reboot_keeps_the_transaction_and_gets_profiles() -> None:
+    async def run() -> None:
+        outcomes: list[Outcome] = []
+        out: list[Any] = []
+        ep = _endpoint(outcomes, out)
+        port = await ep.start()
+        url = f"ws://127.0.0.1:{port}/ocpp"
+        st, task = await open_station(url, "st1", unit="W", phases=1)
+        await st.boot(1)
+        await await_until(lambda: "st1" in ep.ready, 20, "setup")
+        assert ep.links["st1"].electrical().unit == "W"  # from the device model
+        await st.tx("Started", 1, "t1", 0.0, 0.0)
+        await st._connection.close()
+        task.cancel()
+        await await_until(lambda: "st1" not in ep.cps, 20, "disconnect noticed")
+        assert await ep.apply({"st1/1": 5.0}) == 0  # nobody to send to
+        st2, task2 = await open_station(url, "st1", unit="W", phases=1)  # no BootNotification
+        await await_until(lambda: "st1" in ep.ready, 20, "resumed")
+        assert await ep.apply({"st1/1": 5.0}) == 1
+        (prof,) = [
+            p for _t, _e, p in st2.rec.profiles if p["charging_profile_purpose"] == "TxProfile"
+        ]
+        sched = prof["charging_schedule"][0]
+        assert prof["transaction_id"] == "t1" and sched["charging_rate_unit"] == "W"
+        assert sched["charging_schedule_period"][0] == {
+            "start_period": 0,
+            "limit": 5000.0,
+            "number_phases": 1,
+        }
+        assert [o.kind for o in outcomes] == ["composite_ok"]
+        task2.cancel()
+        await ep.stop()
+
+    asyncio.run(run())
+
+
+def test_a_connection_without_an_ocpp2_subprotocol_is_closed() -> None:
+    async def run() -> None:
+        ep = _endpoint([], [])
+        port = await ep.start()
+        with pytest.raises((InvalidHandshake, ConnectionClosed)):
+            async with connect(f"ws://127.0.0.1:{port}/ocpp/st1", subprotocols=["ocpp1.6"]) as ws:  # type: ignore[list-item]
+                await ws.recv()
+        assert "st1" not in ep.links
+        await ep.stop()
+
+    asyncio.run(run())
