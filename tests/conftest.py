@@ -242,3 +242,64 @@ def influxdb_url() -> Iterator[str]:
         yield started.stdout.strip().splitlines()[-1]
     finally:
         subprocess.run([*cmd, "stop", port, "--purge"], check=False, timeout=60)
+
+
+OPENLEADR_VTN_SH = REPO / "scripts" / "openleadr-vtn.sh"
+# First run builds openleadr-vtn with cargo (-j 1, nice 10): tens of minutes on 2 busy cores.
+OPENLEADR_VTN_START_TIMEOUT_S = 3600
+
+
+@dataclass(frozen=True)
+class OpenAdr3Vtn:
+    """A real OpenADR 3.1 VTN (openleadr-vtn + PostgreSQL) and its admin (BL) client."""
+
+    url: str
+    token_url: str
+    admin_client_id: str
+    admin_client_secret: str
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def openleadr_vtn() -> Iterator[OpenAdr3Vtn]:
+    """``scripts/openleadr-vtn.sh start`` on free ports (built on first use), stopped and
+    purged at the end. A failed start fails the tests that need it, never skips them."""
+    vtn_port, pg_port = _free_loopback_ports(2)
+    env = dict(os.environ)
+    env.update(
+        GRIDFLEX_OADR3_PORT=str(vtn_port),
+        GRIDFLEX_OADR3_PG_PORT=str(pg_port),
+        GRIDFLEX_OADR3_PYTHON=os.environ.get("GRIDFLEX_OADR3_PYTHON", sys.executable),
+    )
+    cmd = ["bash", str(OPENLEADR_VTN_SH)]
+
+    def script(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*cmd, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    try:
+        started = script("start", timeout=OPENLEADR_VTN_START_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        script("stop", "--purge")
+        pytest.fail(f"scripts/openleadr-vtn.sh start took over {OPENLEADR_VTN_START_TIMEOUT_S} s")
+    if started.returncode != 0:
+        script("stop", "--purge")
+        pytest.fail(
+            f"could not start openleadr-vtn with scripts/openleadr-vtn.sh:\n"
+            f"{_tail(started.stderr, 80)}",
+            pytrace=False,
+        )
+    values = dict(
+        line.split("=", 1) for line in started.stdout.splitlines() if line.startswith("OADR3_")
+    )
+    try:
+        yield OpenAdr3Vtn(
+            url=values["OADR3_VTN_URL"],
+            token_url=values["OADR3_TOKEN_URL"],
+            admin_client_id=values["OADR3_ADMIN_CLIENT_ID"],
+            admin_client_secret=values["OADR3_ADMIN_CLIENT_SECRET"],
+            env=env,
+        )
+    finally:
+        script("stop", "--purge")

@@ -198,30 +198,45 @@ class OpenAdr3Ven:
     # ----------------------------------------------------------------------- main loop
 
     def _run(self) -> None:
-        backoff = self.config.poll_interval_s
-        next_report = 0.0
+        cfg = self.config
+        backoff = cfg.poll_interval_s
+        next_poll = next_report = time.monotonic()
         started = self._clock()
         while not self._stop.is_set():
-            try:
-                if self._client is None:
-                    self._connect()
-                self.poll()
-                backoff = self.config.poll_interval_s
-                now_s = self._clock().timestamp()
-                if now_s >= next_report:
-                    next_report = now_s + self.config.report_interval_s
-                    try:
-                        self.send_reports()
-                    except (TransientIO, VtnError) as exc:  # reports never stop the limits
-                        log.warning("openadr3 report: %s: %s", type(exc).__name__, exc)
-            except AuthRefused as exc:
-                self._failed(exc, auth=True)
-                backoff = min(backoff * 2, _MAX_BACKOFF_S)
-            except (TransientIO, VtnError) as exc:
-                self._failed(exc)
+            if self._wake.is_set() or time.monotonic() >= next_poll:
+                self._wake.clear()
+                refused = self._exchange()
+                if self._connected:
+                    backoff = cfg.poll_interval_s
+                elif refused:  # credentials: back off, doubling
+                    backoff = min(backoff * 2, _MAX_BACKOFF_S)
+                next_poll = time.monotonic() + backoff
+            if self._connected and time.monotonic() >= next_report:
+                next_report = time.monotonic() + cfg.report_interval_s
+                try:
+                    self.send_reports()
+                except (GridflexError, httpx.HTTPError, KeyError) as exc:  # never stops limits
+                    log.warning("openadr3 report: %s: %s", type(exc).__name__, exc)
             self._check_safe_mode(started)
-            self._wake.wait(backoff if not self._connected else self.config.poll_interval_s)
-            self._wake.clear()
+            due = min(next_poll, next_report if self._connected else next_poll)
+            # at least once a second: the safe-mode check must not wait for a long backoff
+            self._wake.wait(max(0.0, min(due - time.monotonic(), 1.0)))
+
+    def _exchange(self) -> bool:
+        """Connect if needed and poll; ``True`` when the credentials were refused."""
+        try:
+            if self._client is None:
+                self._connect()
+            self.poll()
+        except AuthRefused as exc:
+            self._failed(exc, auth=True)
+            return True
+        except (TransientIO, VtnError) as exc:
+            self._failed(exc)
+        except Exception as exc:  # a bug must not end the VEN (nor safe mode): log, go on
+            log.exception("openadr3 VEN loop")
+            self._failed(TransientIO(f"{type(exc).__name__}: {exc}"))
+        return False
 
     def _failed(self, exc: GridflexError, *, auth: bool = False) -> None:
         with self._lock:
@@ -448,11 +463,16 @@ class OpenAdr3Ven:
                 event, self.config.ven_name, values, now, self.config.report_interval_s
             )
             rid = self._report_ids.get(event.id)
+            if rid is not None:
+                try:
+                    client.put(f"/reports/{rid}", body)
+                except VtnError as exc:
+                    if exc.status != 404:
+                        raise
+                    rid = None  # the VTN dropped it: create it again
             if rid is None:
                 created = client.post("/reports", body)
                 self._report_ids[event.id] = str(created["id"])
-            else:
-                client.put(f"/reports/{rid}", body)
             sent += 1
         with self._lock:
             self._reports += sent
