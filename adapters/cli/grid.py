@@ -10,6 +10,8 @@ site (the first ``--max-sites``); with a sessions CSV, its sites are placed on l
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,9 +37,16 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def feeder_report(
-    spec: str, sessions: Path | None = None, *, day: datetime, max_sites: int = 20
+    spec: str,
+    sessions: Path | None = None,
+    *,
+    day: datetime,
+    max_sites: int = 20,
+    stage: Callable[[str], None] = lambda name: None,
 ) -> dict[str, Any]:
-    """The data ``grid check`` prints (also its ``--json`` output)."""
+    """The data ``grid check`` prints (also its ``--json`` output); ``stage`` is told the
+    name of each stage as it starts (a progress bar)."""
+    stage("loading the feeder")
     import grid  # pandapower loads here, not when the CLI starts
     from adapters.files.scenario import read_sessions_csv
 
@@ -69,6 +78,7 @@ def feeder_report(
             "v_max_pu": 1.10,
         },
     }
+    stage("power flow, own load")
     background = grid.run_timeseries(model, times)
     loading = np.nan_to_num(background.line_loading_pct, nan=0.0).max(axis=0)
     report["lines_table"] = [
@@ -118,6 +128,7 @@ def feeder_report(
             step_s=900.0,
             sessions=tuple(specs),
         )
+        stage("power flow, uncontrolled")
         fg = grid.FeederGrid(model, topo)
         free = fg.check(start, 900.0, uncontrolled_site_kw(scenario))
         report["uncontrolled"] = {
@@ -126,6 +137,7 @@ def feeder_report(
             "sessions": len(specs),
         }
         times = [start + timedelta(minutes=15 * i) for i in range(96)]
+    stage("hosting capacity")
     cap = grid.hosting_capacity_kw(model, buses, times)
     report["hosting_capacity_kw"] = [
         {
@@ -147,16 +159,24 @@ def check(
     day: Annotated[str, typer.Option(help="Day (UTC) for profiles")] = "2026-01-14",
     max_sites: Annotated[int, typer.Option(min=1, help="Load buses to report")] = 20,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal)")
+    ] = sys.stderr.isatty(),
 ) -> None:
     """Print the feeder (buses, lines, transformer, limits) and its hosting capacity."""
+    from adapters.cli.progress import stage_bar
+
+    bar = stage_bar(progress, stages=4 if sessions is not None else 3)  # see feeder_report
     try:
         when = datetime.fromisoformat(day).replace(tzinfo=UTC)
-        rep = feeder_report(feeder, sessions, day=when, max_sites=max_sites)
+        rep = feeder_report(feeder, sessions, day=when, max_sites=max_sites, stage=bar.start)
     except (InvalidInput, ValueError) as exc:
+        bar.close()
         issues = exc.issues if isinstance(exc, InvalidInput) else [Issue("day", str(exc))]
         for i in issues:
             typer.echo(f"error: {i}", err=True)
         raise typer.Exit(code=2) from exc
+    bar.close()
     if as_json:
         typer.echo(json.dumps(rep, indent=2))
         return
