@@ -19,6 +19,7 @@ import typer
 
 from adapters.cli.edge import edge as edge_command
 from adapters.cli.grid import grid_app
+from adapters.cli.market import market_app
 from adapters.dso.audit import audit_app
 from adapters.files.outputs import format_summary, write_outputs
 from adapters.stream.inprocess import InProcessBus
@@ -42,6 +43,7 @@ schema_app = typer.Typer(no_args_is_help=True, help="Message schemas.")
 app.add_typer(schema_app, name="schema")
 app.add_typer(audit_app, name="audit", help="Hash-chained audit log of limits and fallbacks.")
 app.add_typer(grid_app, name="grid")
+app.add_typer(market_app, name="market")
 app.command(name="edge")(edge_command)
 
 

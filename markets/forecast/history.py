@@ -92,18 +92,24 @@ class SessionHistory:
                 return tuple(self.evse_ids[i] for i in rows)
             return tuple(str(i) for i in rows)
 
+        unknown = (f.site < 0) | (f.site >= len(self.site_ids))
         checks = (
-            ("site_id", "unknown_site", (f.site < 0) | (f.site >= len(self.site_ids))),
-            ("departure", "not_after_arrival", ~(f.departure_s > f.arrival_s)),
-            ("energy_kwh", "negative_energy", ~(f.energy_kwh >= 0)),
-            ("max_power_kw", "no_power", ~(f.max_power_kw > 0)),
-            ("min_power_kw", "min_above_zero", ~(f.min_power_kw <= 0)),
+            ("site_id", "unknown_site", "site not in the pool", unknown),
+            (
+                "departure",
+                "not_after_arrival",
+                "must be after arrival",
+                ~(f.departure_s > f.arrival_s),
+            ),
+            ("energy_kwh", "negative_energy", "must be ≥ 0", ~(f.energy_kwh >= 0)),
+            ("max_power_kw", "no_power", "must be > 0", ~(f.max_power_kw > 0)),
+            ("min_power_kw", "min_above_zero", "must be ≤ 0", ~(f.min_power_kw <= 0)),
         )
-        for field, code, bad in checks:
+        for field, code, text, bad in checks:
             rows = np.flatnonzero(bad)
             if rows.size:
                 issues.append(
-                    Issue(field=field, code=code, ids=ids(rows), message=f"{rows.size} sessions")
+                    Issue(field=field, code=code, ids=ids(rows), message=f"{text} ({rows.size})")
                 )
         if f.size == 0:
             issues.append(Issue(field="sessions", code="empty_history", message="no sessions"))
