@@ -17,6 +17,7 @@ from types import FrameType
 import structlog
 
 from adapters.dso.intake import LimitIntake
+from adapters.openadr3.readings import PlanReadings
 from adapters.ops.health import HealthServer
 from adapters.ops.metrics import Metrics
 from adapters.serve.settings import ServeSettings, load_feeder_models, load_topology
@@ -32,6 +33,7 @@ from adapters.serve.wiring import (
     start_api,
     start_history,
     start_ven,
+    start_ven3,
     ven_ready,
 )
 from adapters.stream.inprocess import InProcessBus, RecordingSink, SystemClock
@@ -123,7 +125,8 @@ def serve(
         api = None
         intake = None
         follower = None
-        if settings.api is not None or settings.openadr is not None:
+        dso_sides = (settings.api, settings.openadr, settings.openadr3)
+        if any(side is not None for side in dso_sides):
             from adapters.dso.replay import GridSignalFollower
             from adapters.serve.wiring import kafka_publisher
 
@@ -159,6 +162,10 @@ def serve(
         if settings.openadr is not None and intake is not None:
             ven = start_ven(settings.openadr, intake, power, prices, audit, metrics.registry)
             log.info("openadr_ven", vtn=settings.openadr.vtn_url)
+        readings3, ven3 = PlanReadings(), None  # OpenADR 3.1 VEN (off unless configured)
+        if settings.openadr3 is not None and intake is not None:
+            ven3 = start_ven3(settings.openadr3, intake, readings3)
+            log.info("openadr3_ven", vtn=settings.openadr3.vtn_url)
         log.info(
             "serving",
             mode="kafka",
@@ -174,6 +181,7 @@ def serve(
                     refreshed = time.monotonic()
                     power.refresh(runner.service)
                     prices.drain(runner.service)
+                    readings3.refresh(runner.service)
                     metrics.fleet.observe(runner.service)
                 if time.monotonic() - lagged >= 15.0:  # broker round trips: seldom
                     lagged = time.monotonic()
@@ -184,6 +192,8 @@ def serve(
         finally:
             if ven is not None:
                 ven.stop()
+            if ven3 is not None:
+                ven3.stop()
             if api is not None:
                 api.stop()
             if keys is not None:
@@ -234,6 +244,10 @@ def serve(
     if settings.openadr is not None:
         ven = start_ven(settings.openadr, intake, power, prices, audit, metrics.registry)
         log.info("openadr_ven", vtn=settings.openadr.vtn_url)
+    readings3, ven3 = PlanReadings(), None
+    if settings.openadr3 is not None:
+        ven3 = start_ven3(settings.openadr3, intake, readings3)
+        log.info("openadr3_ven", vtn=settings.openadr3.vtn_url)
     log.info("serving", mode="embedded", http_port=http.port)
     observed = 0.0
     try:
@@ -242,6 +256,7 @@ def serve(
             inbox.drain_into(bus)
             prices.drain(svc)
             power.refresh(svc)
+            readings3.refresh(svc)
             for rec in bus.poll():
                 if (reason := svc.handle(rec)) is not None:
                     metrics.rejected.labels(reason[:40]).inc()
@@ -255,6 +270,8 @@ def serve(
     finally:
         if ven is not None:
             ven.stop()
+        if ven3 is not None:
+            ven3.stop()
         if api is not None:
             api.stop()
         svc.close()  # stops the plan worker

@@ -38,6 +38,7 @@ from pydantic_settings import (
 )
 
 from adapters.openadr.config import OpenAdrConfig
+from adapters.openadr3.config import OpenAdr3Config
 from adapters.ops.history_settings import HistorySettings
 from adapters.stream.settings import KafkaSettings
 from aggregator.errors import ConfigError, Issue
@@ -135,6 +136,7 @@ class ServeSettings(BaseSettings):
     kafka: KafkaSettings | None = None
     api: ApiSettings | None = None
     openadr: OpenAdrConfig | None = None  # an OpenADR 2.0b VEN beside the service
+    openadr3: OpenAdr3Config | None = None  # an OpenADR 3.1 VEN beside the service
     audit_log: Path | None = None  # limits received/cancelled and fallbacks, hash-chained
     history: HistorySettings | None = None  # InfluxDB history (GRIDFLEX_HISTORY__URL); off
     service: ServiceSettings = ServiceSettings()

@@ -49,6 +49,8 @@ from markets.flexibility import fleet_flexibility_kw
 
 if TYPE_CHECKING:
     from adapters.openadr import OpenAdrConfig, OpenAdrVen
+    from adapters.openadr3 import OpenAdr3Config, OpenAdr3Ven
+    from adapters.openadr3.readings import PlanReadings
 
 __all__ = [
     "ApiHandle",
@@ -66,6 +68,7 @@ __all__ = [
     "start_api",
     "start_history",
     "start_ven",
+    "start_ven3",
     "ven_ready",
 ]
 
@@ -365,6 +368,15 @@ def start_ven(
 
     ven = OpenAdrVen(config, intake_publisher(intake), power.kw, audit=audit, on_prices=prices.put)
     export_ven_metrics(ven, registry)
+    ven.start()
+    return ven
+
+
+def start_ven3(config: OpenAdr3Config, intake: LimitIntake, readings: PlanReadings) -> OpenAdr3Ven:
+    """Start the OpenADR 3.1 VEN: its limits into the intake, its reports from ``readings``."""
+    from adapters.openadr3 import OpenAdr3Ven
+
+    ven = OpenAdr3Ven(config, intake_publisher(intake), readings)
     ven.start()
     return ven
 

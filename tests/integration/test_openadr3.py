@@ -18,13 +18,20 @@ publish nothing; the webhook callback takes only notifications with its bearer t
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import os
 import queue
 import secrets
+import signal
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -49,6 +56,7 @@ from aggregator.messages import DsoLimitCancel, DsoLimitMessage, SessionStarted
 from aggregator.service.replica import Service, ServiceConfig
 from aggregator.topology import Feeder, Site, Topology
 from tests.conftest import OpenAdr3Vtn, wait_until
+from tests.integration.streaming import TOPOLOGY, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -526,3 +534,68 @@ def test_webhook_subscription_is_registered_and_its_callback_takes_only_its_toke
     assert httpx.post(url, json=note, headers=good).status_code == 200
     msg = rig.next_signal(timeout_s=5)
     assert isinstance(msg, DsoLimitMessage) and msg.limit_kw == pytest.approx(LIMIT_KW)
+
+
+def test_gridflex_serve_runs_the_ven_when_configured(
+    dso: Dso, openleadr_vtn: OpenAdr3Vtn, tmp_path: Path
+) -> None:
+    """Embedded ``gridflex serve`` with ``openadr3`` set: the VTN's event is a limit in the
+    intake's book, listed by ``GET /v1/limits`` with source ``openadr3``."""
+    _, client_id, secret = dso.ven_client("ven-e", ["feeder-f1"])
+    program = dso.program("ven-e-program")
+    topo = tmp_path / "topology.yaml"
+    topo.write_text(TOPOLOGY)
+    api_port, token = free_port(), "dso-e-token"
+    tokens = [
+        {
+            "sha256": hashlib.sha256(token.encode()).hexdigest(),
+            "dso": "dso-e",
+            "areas": ["*"],
+            "scopes": ["limits:read"],
+        }
+    ]
+    env = dict(os.environ)
+    env.update(
+        GRIDFLEX_TOPOLOGY=str(topo),
+        GRIDFLEX_HTTP_PORT="0",
+        GRIDFLEX_LOG_FORMAT="json",
+        GRIDFLEX_API__PORT=str(api_port),
+        GRIDFLEX_API__TOKENS=json.dumps(tokens),
+        GRIDFLEX_OPENADR3__VTN_URL=openleadr_vtn.url,
+        GRIDFLEX_OPENADR3__CLIENT_ID=client_id,
+        GRIDFLEX_OPENADR3__CLIENT_SECRET=secret,
+        GRIDFLEX_OPENADR3__VEN_NAME="ven-e",
+        GRIDFLEX_OPENADR3__PROGRAM_NAMES='["ven-e-program"]',
+        GRIDFLEX_OPENADR3__POLL_INTERVAL_S="1",
+        GRIDFLEX_OPENADR3__SAFE_MODE_AFTER_S="10",
+        GRIDFLEX_OPENADR3__TARGETS=json.dumps({"feeder-f1": {"type": "feeder", "id": "f1"}}),
+    )
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from adapters.cli.main import main; main()", "serve"],
+            env=env,
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        auth = {"Authorization": f"Bearer {token}"}
+
+        def listed() -> list[tuple[str, str, float]]:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            got = httpx.get(f"http://127.0.0.1:{api_port}/v1/limits", headers=auth).json()
+            return [(x["source"], x["target_id"], x["limit_kw"]) for x in got]
+
+        wait_until(
+            lambda: listed() == [], 60, "serve's API", detail=lambda: log.read_text()[-3000:]
+        )
+        dso.event(program, datetime.now(UTC), LIMIT_KW, "feeder-f1")
+        wait_until(
+            lambda: listed() == [("openadr3", "f1", LIMIT_KW)],
+            30,
+            "the OpenADR 3 limit in serve's book",
+            detail=lambda: log.read_text()[-3000:],
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()[-3000:]
