@@ -294,17 +294,12 @@ async def _s2(args: argparse.Namespace) -> dict[str, Any]:
             t0 = time.perf_counter()
             ids = await cem.send_batch(_batch(seq, evses, KW[seq % 2]))
             want = set(ids)
-
-            def acked() -> int:
-                return sum(
-                    1
-                    for e in evses
-                    for r in cem.instructions(e)
-                    if r.instruction_id in want and r.statuses
-                )
-
-            while acked() < len(want):
-                await asyncio.sleep(0.001)
+            records = [  # each RM's newest instruction record: filled as its statuses arrive
+                next(reversed(s.instructions.values())) for e in evses if (s := cem.session(e))
+            ]
+            assert {r.instruction_id for r in records} == want
+            while sum(1 for r in records if r.statuses) < len(want):
+                await asyncio.sleep(0.002)
             return (time.perf_counter() - t0) * 1000, len(ids)
 
         seq = 0
