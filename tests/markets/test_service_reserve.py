@@ -1,0 +1,76 @@
+"""The service plans the awarded reserve per block: ServiceConfig.reserve_schedule → request."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from aggregator.fleet import FleetState
+from aggregator.limits import LimitBook
+from aggregator.messages import SessionStarted
+from aggregator.service.config import ReserveSchedule, ServiceConfig
+from aggregator.service.request import plan_request
+from aggregator.topology import Feeder, Site, Topology
+from markets.bids import Award, reserve_schedule
+
+T0 = datetime(2026, 1, 14, tzinfo=UTC)
+TOPO = Topology((Feeder("F1", 500.0),), (Site("S1", "F1", 300.0),))
+
+
+def _fleet() -> FleetState:
+    fleet = FleetState(TOPO)
+    for k in range(5):
+        fleet.apply(
+            SessionStarted(
+                ts=T0,
+                feeder_id="F1",
+                site_id="S1",
+                evse_id=f"E{k}",
+                csms_id="C",
+                session_id=f"X{k}",
+                departure=T0 + timedelta(hours=10),
+                energy_requested_kwh=30.0,
+                max_power_kw=22.0,
+                min_power_kw=0.0,
+                energy_kwh=0.0,
+            )
+        )
+    return fleet
+
+
+def test_awarded_blocks_become_the_plans_reserve_per_step() -> None:
+    awards = [
+        Award("FCR", T0, T0 + timedelta(hours=4), "SYM", 0.02),
+        Award("aFRR", T0 + timedelta(hours=4), T0 + timedelta(hours=8), "POS", 0.03),
+    ]
+    config = ServiceConfig(
+        horizon_s=10 * 3600.0,
+        reserve_kw=1.0,
+        reserve_schedule=reserve_schedule(awards, base_kw=0.0),
+    )
+    assert config.validate() == []
+    req, _ = plan_request(T0, fleet=_fleet(), limits=LimitBook(TOPO), config=config, prices=None)
+    assert req.reserve_up_kw is not None and req.reserve_down_kw is not None
+    assert (
+        list(req.reserve_up_kw[:16]) == [20.0] * 16
+        and list(req.reserve_down_kw[:16]) == [20.0] * 16
+    )
+    assert list(req.reserve_up_kw[16:32]) == [0.0] * 16
+    assert list(req.reserve_down_kw[16:32]) == [30.0] * 16
+    assert np.all(req.reserve_up_kw[32:] == 0.0)  # after the awarded blocks: the base, 0
+
+
+def test_the_scalar_reserve_is_a_constant_schedule_and_a_bad_schedule_is_reported() -> None:
+    config = ServiceConfig(horizon_s=2 * 3600.0, reserve_kw=12.0)
+    req, _ = plan_request(T0, fleet=_fleet(), limits=LimitBook(TOPO), config=config, prices=None)
+    up, down = req.reserve_targets_kw()
+    assert np.all(up == 12.0) and np.all(down == 12.0)
+    bad = ReserveSchedule(
+        np.array([0.0, 10.0]), np.array([20.0, 30.0]), np.array([1.0, -1.0]), np.zeros(2)
+    )
+    issues = ServiceConfig(reserve_schedule=bad).validate()
+    assert [i.message for i in issues] == [
+        "blocks must be sorted, non-empty, disjoint",
+        "reserve must be ≥ 0",
+    ]
