@@ -40,6 +40,7 @@ import logging
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -140,8 +141,8 @@ class OpenAdr3Ven:
         self._notifications = 0
         self._reports = 0
         self._report_ids: dict[str, str] = {}
-        self._rejected: list[str] = []
-        self.issues: list[Issue] = []
+        self._rejected: deque[str] = deque(maxlen=20)
+        self.issues: deque[Issue] = deque(maxlen=200)  # the newest problems seen
         self._push: WebhookServer | WebsocketListener | None = None
         self.webhook_token = secrets.token_urlsafe(24)
 
@@ -177,7 +178,7 @@ class OpenAdr3Ven:
                 polls=self._polls,
                 notifications=self._notifications,
                 reports=self._reports,
-                rejected=tuple(self._rejected[-20:]),
+                rejected=tuple(self._rejected),
             )
 
     def wait_connected(self, timeout_s: float) -> bool:
