@@ -163,6 +163,7 @@ class OcppEndpoint:
             process_request=self._authenticate,
             ping_interval=None,
             max_size=2**20,
+            compression=None,  # small JSON frames: deflate costs more CPU than it saves
         )
         sock = next(iter(self._server.sockets))
         return int(sock.getsockname()[1])
