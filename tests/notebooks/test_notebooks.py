@@ -26,7 +26,7 @@ CELL_TIMEOUT_S = 600  # a busy 2-core machine; the longest cell is a simulation
 
 
 def test_there_are_notebooks() -> None:
-    assert len(NOTEBOOKS) >= 2, NOTEBOOKS
+    assert len(NOTEBOOKS) >= 3, NOTEBOOKS
 
 
 @pytest.mark.parametrize("script", NOTEBOOKS, ids=lambda p: p.stem)
