@@ -145,6 +145,7 @@ class OcppEndpoint:
         self.cps: dict[str, CP] = {}
         self.policies: dict[str, SendPolicy] = {}
         self.station_limits: dict[str, tuple[float, float]] = {}  # max kW, failsafe kW
+        self.defaults_sent: dict[str, set[int]] = {}  # EVSEs holding our TxDefaultProfile
         self.ready: set[str] = set()
         self.outcomes: list[Outcome] = []
         self._server: Server | None = None
@@ -312,7 +313,8 @@ class OcppEndpoint:
 
     async def set_station_limits(self, sid: str, max_kw: float, failsafe_kw: float) -> None:
         """ChargingStationMaxProfile (EVSE 0) at ``max_kw``; TxDefaultProfile at ``failsafe_kw``
-        (per known EVSE, or on EVSE 0 when the quirks say so)."""
+        on EVSE 0 (per known EVSE when the quirks say so; EVSEs that appear later get theirs
+        at the next :meth:`apply`)."""
         self.station_limits[sid] = (max_kw, failsafe_kw)
         link = self.links.get(sid)
         if link is None or sid not in self.cps:
@@ -324,8 +326,29 @@ class OcppEndpoint:
             await self._set(sid, 0, station_max_profile(lim, elec.phases, now), lim, "max", call)
         lim = to_limit(failsafe_kw, elec)
         evses = sorted(link.evses) if link.quirks.tx_default_per_evse and link.evses else [0]
+        done = self.defaults_sent.setdefault(sid, set())
+        done.clear()
         for e in evses:
-            await self._set(sid, e, tx_default_profile(e, lim, elec.phases), lim, "default", call)
+            if await self._set(
+                sid, e, tx_default_profile(e, lim, elec.phases), lim, "default", call
+            ):
+                done.add(e)
+
+    async def _late_defaults(self, sid: str) -> None:
+        """A per-EVSE TxDefaultProfile for EVSEs that appeared after the station limits."""
+        link = self.links[sid]
+        if not link.quirks.tx_default_per_evse or sid not in self.station_limits:
+            return
+        missing = sorted(link.evses - self.defaults_sent.get(sid, set()))
+        if not missing:
+            return
+        call, elec = self._calls(sid), link.electrical()
+        lim = to_limit(self.station_limits[sid][1], elec)
+        for e in missing:
+            if await self._set(
+                sid, e, tx_default_profile(e, lim, elec.phases), lim, "default", call
+            ):
+                self.defaults_sent.setdefault(sid, set()).add(e)
 
     async def _set(
         self, sid: str, evse: int, profile: dict[str, Any], lim: Limit, purpose: str, call: Any
@@ -358,6 +381,7 @@ class OcppEndpoint:
         """Send per-EVSE TxProfiles for ``targets_kw`` (gridflex EVSE id → kW); returns the
         number of profiles accepted. Tightenings first (all stations), then the rest."""
         now = self.clock()
+        await asyncio.gather(*(self._late_defaults(s) for s in list(self.ready)))
         plan: dict[str, list[tuple[int, float, str]]] = {}
         for key, kw in targets_kw.items():
             parsed = parse_evse_key(key)

@@ -29,7 +29,8 @@ class Quirks:
     else amperes). ``phases``: force the phase count (``None``: the station's
     ``EVSE.SupplyPhases``, else 3). ``limit_step``: round limits down to this step (A or W).
     ``max_profile_on_evse0``: the station accepts a ChargingStationMaxProfile on EVSE 0.
-    ``tx_default_per_evse``: TxDefaultProfile per EVSE (``False``: one on EVSE 0).
+    ``tx_default_per_evse``: TxDefaultProfile per known EVSE, for a station that refuses
+    one on EVSE 0 (the default, one on EVSE 0, also covers EVSEs that appear later).
     ``dynamic_profiles``: ``False`` never uses OCPP 2.1 dynamic profiles even if the
     device model claims them. ``composite_check``: ask GetCompositeSchedule after a
     profile was accepted. ``min_current_a``: the smallest current an EV follows.
@@ -39,7 +40,7 @@ class Quirks:
     phases: int | None = None
     limit_step: float = 0.1
     max_profile_on_evse0: bool = True
-    tx_default_per_evse: bool = True
+    tx_default_per_evse: bool = False
     dynamic_profiles: bool = True
     composite_check: bool = True
     min_current_a: float = 6.0
@@ -53,7 +54,7 @@ QUIRKS: Final[tuple[tuple[str, str, Quirks], ...]] = (
     ("gridflex-sim", "", DEFAULT),
     ("ocpp-rpc", "", replace(DEFAULT, limit_step=1.0)),
     ("ExampleVendor", "AC-W", replace(DEFAULT, rate_unit="W", limit_step=10.0)),
-    ("ExampleVendor", "", replace(DEFAULT, dynamic_profiles=False, tx_default_per_evse=False)),
+    ("ExampleVendor", "", replace(DEFAULT, dynamic_profiles=False, tx_default_per_evse=True)),
 )
 """The quirk table. ``ExampleVendor`` rows illustrate the format (no real vendor named)."""
 

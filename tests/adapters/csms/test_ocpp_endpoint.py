@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from ocpp.v201 import call
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
@@ -71,6 +72,37 @@ def test_a_connection_without_an_ocpp2_subprotocol_is_closed() -> None:
             async with connect(f"ws://127.0.0.1:{port}/ocpp/st1", subprotocols=["ocpp1.6"]) as ws:  # type: ignore[list-item]
                 await ws.recv()
         assert "st1" not in ep.links
+        await ep.stop()
+
+    asyncio.run(run())
+
+
+def test_per_evse_defaults_reach_evses_that_appear_later() -> None:
+    async def run() -> None:
+        ep = _endpoint([], [])
+        ep.station_limits["st1"] = (20.0, 4.2)
+        port = await ep.start()
+        # ExampleVendor refuses a TxDefaultProfile on EVSE 0 (quirk table)
+        st, task = await open_station(f"ws://127.0.0.1:{port}/ocpp", "st1", vendor="ExampleVendor")
+        await st.boot(1)
+        await await_until(lambda: "st1" in ep.ready, 20, "setup")
+        await await_until(lambda: ep.defaults_sent.get("st1") == {1}, 20, "EVSE 1 default")
+        # EVSE 2 shows up after the setup
+        await st.call(
+            call.StatusNotification(
+                timestamp=datetime.now(UTC).isoformat(),
+                connector_status="Available",
+                evse_id=2,
+                connector_id=1,
+            )
+        )
+        await await_until(lambda: "st1" in ep.ready and 2 in ep.links["st1"].evses, 20, "EVSE 2")
+        await ep.apply({})
+        defaults = [
+            e for _t, e, p in st.rec.profiles if p["charging_profile_purpose"] == "TxDefaultProfile"
+        ]
+        assert 0 not in defaults and {1, 2} <= set(defaults)
+        task.cancel()
         await ep.stop()
 
     asyncio.run(run())

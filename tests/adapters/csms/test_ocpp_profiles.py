@@ -104,4 +104,6 @@ def test_quirks_come_from_one_table() -> None:
     assert quirks_for("Unknown", "X") is DEFAULT
     assert quirks_for("examplevendor", "AC-W22").rate_unit == "W"
     assert quirks_for("ExampleVendor", "DC-50").dynamic_profiles is False
+    assert quirks_for("ExampleVendor", "DC-50").tx_default_per_evse is True
+    assert DEFAULT.tx_default_per_evse is False  # one TxDefaultProfile on EVSE 0
     assert quirks_for("gridflex-sim", "reject-1").composite_check is False
