@@ -9,14 +9,26 @@ EVSE slot at once (numpy, no Python loop over EVSEs):
 3. site, then feeder, then fleet: every group whose sum leaves its bounds (import cap,
    and for sites the export cap) is scaled uniformly toward 0 until it fits;
 4. only if a cap is below zero (the DSO asks for export) are members pushed toward
-   their lower bound (V2G) — best effort, as far as the envelopes allow.
+   their lower bound (V2G) — best effort, as far as the envelopes allow;
+5. with per-session minimum charging powers (AC cars: 0 or at least 6 A per phase),
+   the result is made *semi-continuous* (:mod:`aggregator.followable`): values in
+   ``(0, min)`` are rounded down, then paused cars are rounded up to their minimum in
+   priority order while every cap (and each phase cap) keeps room, with minimum on and
+   off times (:class:`~aggregator.followable.Hysteresis`) when the caller passes the time.
+
+Per-phase site caps (kW per phase, from A × nominal voltage) are met like the kW caps, by
+scaling the site's members uniformly toward 0 between the site and the feeder pass; each
+slot's ``phase_w`` says how much of its power counts on L1, L2, L3 (a third each for a
+three-phase car, 1 on every phase for a single-phase car on an unknown phase).
 
 Why uniform scaling toward 0: every envelope and every non-negative cap interval contains
 0, and scaling a whole group by ``α ∈ [0, 1]`` scales every nested subgroup's sum by
 ``α`` — so fixing a feeder cannot break a site's import or export cap, and one pass
 (sites ⊂ feeders ⊂ fleet) meets every cap ≥ 0. (Scaling only the charging cars of a
 feeder could push a site with a discharging V2G car past its export cap; a property test
-found exactly that.) The result always lies inside ``[lo, hi]``. The slow work — envelopes,
+found exactly that.) Before step 5 the result lies inside ``[lo, hi]``; after it, every
+charging value is 0 or at least the slot's minimum (a round-up may exceed an
+energy-limited ``hi`` by less than the minimum: the car stops when full). The slow work — envelopes,
 participation shares, caps — happens in :meth:`Dispatcher.prepare`, once per plan step
 or state change, not per signal.
 
@@ -36,6 +48,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
+from aggregator.followable import Caps3, Hysteresis, round_semi_continuous
 from aggregator.messages import FrequencySignal
 
 __all__ = ["Activation", "DispatchFrame", "Dispatcher", "NoActivation", "limit_excess_kw"]
@@ -83,6 +96,11 @@ class DispatchFrame:
     site_export_kw: NDArray[np.float64]
     feeder_cap_kw: NDArray[np.float64]
     fleet_cap_kw: float
+    # semi-continuous rule and phases (None: continuous, no phase caps)
+    min_kw: NDArray[np.float64] | None = None
+    phase_w: NDArray[np.float64] | None = None  # slots × 3
+    site_phase_cap_kw: NDArray[np.float64] | None = None  # sites × 3, import
+    site_round_cap_kw: NDArray[np.float64] | None = None  # sites: round-ups stay below
 
     @property
     def reserve_up_kw(self) -> float:
@@ -170,12 +188,47 @@ def _push_to_lower(
     p += beta[group] * (lo - p)
 
 
-class Dispatcher:
-    """Turns a fleet deviation request into limit-safe setpoints for every slot."""
+def _shrink_phases(
+    p: NDArray[np.float64],
+    slot_site: NDArray[np.intp],
+    phase_w: NDArray[np.float64],
+    cap: NDArray[np.float64],
+) -> None:
+    """In place: scale every site whose import on a phase exceeds ``cap`` toward 0.
 
-    def __init__(self, cap_margin_kw: float = 1e-6) -> None:
+    Phase caps bound import only: export stays within the kW export cap and each V2G
+    session's own bounds. Lowering any member never raises a phase's import (weights ≥ 0).
+    """
+    n = cap.shape[0]
+    load = np.stack(
+        [np.bincount(slot_site, weights=p * phase_w[:, k], minlength=n) for k in range(3)],
+        axis=1,
+    )
+    bad = load > cap
+    if not bad.any():
+        return
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        ratio = np.where(bad, cap / load, 1.0)
+    alpha = np.clip(np.nan_to_num(ratio.min(axis=1), nan=0.0), 0.0, 1.0)
+    p *= alpha[slot_site]
+
+
+class Dispatcher:
+    """Turns a fleet deviation request into limit-safe setpoints for every slot.
+
+    ``min_on_s``/``min_off_s``: the minimum on and off times of a car under the
+    semi-continuous rule, applied when :meth:`dispatch` is given the time (``now_s``).
+    """
+
+    def __init__(
+        self, cap_margin_kw: float = 1e-6, *, min_on_s: float = 60.0, min_off_s: float = 60.0
+    ) -> None:
         self.cap_margin_kw = cap_margin_kw
         self.frame: DispatchFrame | None = None
+        self.hysteresis = Hysteresis(min_on_s=min_on_s, min_off_s=min_off_s)
+        # simulations compare with the continuous allocation: set to keep a copy of it
+        self.record_continuous = False
+        self.continuous_kw: NDArray[np.float64] | None = None
 
     def prepare(
         self,
@@ -191,8 +244,18 @@ class Dispatcher:
         fleet_cap_kw: float,
         site_reserve_up_kw: NDArray[np.float64] | None = None,
         site_reserve_down_kw: NDArray[np.float64] | None = None,
+        min_kw: NDArray[np.float64] | None = None,
+        phase_w: NDArray[np.float64] | None = None,
+        site_phase_cap_kw: NDArray[np.float64] | None = None,
+        site_round_cap_kw: NDArray[np.float64] | None = None,
     ) -> DispatchFrame:
-        """Precompute the frame for the coming signals (called per plan step / state change)."""
+        """Precompute the frame for the coming signals (called per plan step / state change).
+
+        ``min_kw`` (per slot, kW; 0 = continuous) switches on the semi-continuous rule;
+        ``phase_w`` (slots × 3) with ``site_phase_cap_kw`` (sites × 3, kW) the phase caps;
+        ``site_round_cap_kw`` (per site, kW) bounds a site's power after round-ups (e.g.
+        the AC-verified site power of a grid-aware plan; round-downs are never bounded).
+        """
         lo = np.minimum(lo_kw, 0.0)
         hi = np.maximum(hi_kw, 0.0)
         base = np.clip(base_kw, lo, hi)
@@ -216,21 +279,99 @@ class Dispatcher:
             site_export_kw=tight(site_export_kw),
             feeder_cap_kw=tight(feeder_cap_kw),
             fleet_cap_kw=float(tight(np.asarray(float(fleet_cap_kw)))),
+            min_kw=None if min_kw is None or not np.any(min_kw > 0) else min_kw,
+            phase_w=phase_w if site_phase_cap_kw is not None else None,
+            site_phase_cap_kw=None
+            if site_phase_cap_kw is None or phase_w is None
+            else np.maximum(tight(site_phase_cap_kw), 0.0),
+            site_round_cap_kw=site_round_cap_kw,
         )
         self.frame = frame
         return frame
 
     def dispatch(
-        self, deviation_kw: float, frame: DispatchFrame | None = None
+        self,
+        deviation_kw: float,
+        frame: DispatchFrame | None = None,
+        *,
+        now_s: float | None = None,
+        zero: NDArray[np.bool_] | None = None,
     ) -> NDArray[np.float64]:
-        """Setpoints (kW per slot) for a requested fleet deviation (kW, + = more import)."""
+        """Setpoints (kW per slot) for a requested fleet deviation (kW, + = more import).
+
+        ``now_s`` (POSIX s): the setpoints are sent now, so minimum on/off times apply and
+        are recorded; ``zero``: slots held at 0 (a session changed there since the frame).
+        """
         f = frame if frame is not None else self.frame
         if f is None:
             raise RuntimeError("prepare() must run before dispatch()")
         p = f.base_kw + f.share_up * max(deviation_kw, 0.0) + f.share_down * min(deviation_kw, 0.0)
         np.clip(p, f.lo_kw, f.hi_kw, out=p)
+        if zero is not None:
+            p[zero] = 0.0
         self.enforce(p, f)
+        self.follow(p, f, now_s=now_s, zero=zero)
         return p
+
+    def follow(
+        self,
+        p: NDArray[np.float64],
+        f: DispatchFrame,
+        *,
+        now_s: float | None = None,
+        zero: NDArray[np.bool_] | None = None,
+    ) -> None:
+        """In place: the semi-continuous rule on limit-safe ``p`` (no-op without minimums).
+
+        Priority of the round-ups: cars inside their minimum on-time, then the cars that
+        have waited longest since they last charged (fair rotation), then the larger
+        continuous value. Without ``now_s``: by continuous value, no hysteresis.
+        """
+        if self.record_continuous:
+            self.continuous_kw = p.copy()
+        m = f.min_kw
+        if m is None or not p.size:
+            return
+        n = p.shape[0]
+        want: NDArray[np.bool_] = np.zeros(n, dtype=np.bool_)
+        held_on = held_off = None
+        priority = p.copy()
+        if now_s is not None:
+            h = self.hysteresis
+            h.size(n)
+            if zero is not None:
+                h.reset(zero)
+            held_off, held_on, waited = h.view(n, now_s)
+            held_on = held_on & (f.hi_kw > 0.0)
+            if zero is not None:
+                held_on &= ~zero
+            want = held_on
+            priority = np.where(held_on, 2e12, waited) + 1e-3 * p
+        round_semi_continuous(
+            p,
+            min_kw=m,
+            want=want,
+            priority=priority,
+            slot_site=f.slot_site,
+            slot_feeder=f.slot_feeder,
+            caps=Caps3(
+                np.maximum(
+                    f.site_cap_kw
+                    if f.site_round_cap_kw is None
+                    else np.minimum(f.site_cap_kw, f.site_round_cap_kw),
+                    0.0,
+                ),
+                np.maximum(f.feeder_cap_kw, 0.0),
+                max(f.fleet_cap_kw, 0.0),
+                f.site_phase_cap_kw,
+            ),
+            phase_w=f.phase_w,
+            forced=held_on,
+            blocked=held_off,
+            export_kw=f.site_export_kw,
+        )
+        if now_s is not None:
+            self.hysteresis.update(p, m, now_s)
 
     @staticmethod
     def enforce(p: NDArray[np.float64], f: DispatchFrame) -> None:
@@ -238,6 +379,8 @@ class Dispatcher:
         if not p.size:
             return
         _shrink(p, f.slot_site, np.maximum(f.site_cap_kw, 0.0), -f.site_export_kw)
+        if f.phase_w is not None and f.site_phase_cap_kw is not None:
+            _shrink_phases(p, f.slot_site, f.phase_w, f.site_phase_cap_kw)
         _shrink(p, f.slot_feeder, np.maximum(f.feeder_cap_kw, 0.0), None)
         _shrink(p, None, np.asarray(max(f.fleet_cap_kw, 0.0)), None)
         # caps below zero can only be met by V2G export: best effort, down to each lo
@@ -262,4 +405,13 @@ def limit_excess_kw(p: NDArray[np.float64], f: DispatchFrame) -> float:
         float(p.sum() - f.fleet_cap_kw),
         0.0,
     )
+    if f.phase_w is not None and f.site_phase_cap_kw is not None:
+        load = np.stack(
+            [
+                np.bincount(f.slot_site, weights=p * f.phase_w[:, k], minlength=n_sites)
+                for k in range(3)
+            ],
+            axis=1,
+        )
+        worst = max(worst, float(np.max(load - f.site_phase_cap_kw, initial=0.0)))
     return worst

@@ -162,6 +162,10 @@ StrictInt = Annotated[int, Strict()]
 """Cumulative net energy of a session; negative after net V2G discharge."""
 
 
+MAX_CURRENT_A = 80.0
+"""The largest minimum current a session may declare (A per phase)."""
+
+
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -198,10 +202,30 @@ class SessionStarted(_Wire):
     max_power_kw: Annotated[Kw, Field(gt=0.0, le=MAX_POWER_KW)]
     min_power_kw: Annotated[Kw, Field(ge=-MAX_POWER_KW, le=0.0)] = 0.0
     energy_kwh: EnergyKwh = 0.0
+    # AC charging (IEC 61851): phases in use, the phase of a single-phase car (None =
+    # unknown: counted on every phase) and the least current a car follows (below it the
+    # car pauses); min kW = phases × min_current_a × site voltage per phase
+    phases: Annotated[StrictInt, Field(ge=1, le=3)] = 3
+    phase: Literal["L1", "L2", "L3"] | None = None
+    min_current_a: Annotated[Kw, Field(ge=0.0, le=MAX_CURRENT_A)] = 6.0
 
     _departure_after_ts = field_validator("departure")(
         _after("ts", "departure must be after ts (the session start)")
     )
+
+    @field_validator("phases")
+    @classmethod
+    def _one_or_three(cls, value: int) -> int:
+        if value not in (1, 3):
+            raise ValueError("phases must be 1 or 3")
+        return value
+
+    @field_validator("phase")
+    @classmethod
+    def _phase_of_single(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("phases") != 1:
+            raise ValueError("phase is only given for a single-phase car (phases = 1)")
+        return value
 
 
 class MeterValue(_Wire):

@@ -6,6 +6,12 @@ limits are in kW, positive = import from the grid. A site's connection limit hol
 both directions (import ≤ limit, export ≤ limit); a feeder's limit is its transformer or
 cable rating as seen by gridflex.
 
+A site also has a nominal voltage per phase (``voltage_v``, default 230 V: what turns an
+AC car's minimum current into kW) and optional per-phase current limits
+(``phase_limits_a``, A on L1, L2, L3; ``None`` = only the kW connection limit). A
+three-phase car loads each phase with a third of its power; a single-phase car loads its
+phase, or every phase when its phase is unknown (the worst case).
+
 Invariants (checked by :meth:`Topology.validate`): ids are unique and non-empty, every
 site names a known feeder, every limit is finite and positive.
 """
@@ -42,6 +48,8 @@ class Site:
     connection_limit_kw: float
     bus: str | None = None
     csms_id: str = "csms"
+    voltage_v: float = 230.0
+    phase_limits_a: tuple[float, float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,23 @@ class Topology:
     @cached_property
     def site_limit_kw(self) -> NDArray[np.float64]:
         return np.array([s.connection_limit_kw for s in self.sites], dtype=np.float64)
+
+    @cached_property
+    def site_voltage_v(self) -> NDArray[np.float64]:
+        """Nominal voltage per phase of each site (V)."""
+        return np.array([s.voltage_v for s in self.sites], dtype=np.float64)
+
+    @cached_property
+    def site_phase_cap_kw(self) -> NDArray[np.float64] | None:
+        """Per-phase import cap of each site (sites × 3, kW; inf where none), or ``None``
+        when no site has per-phase limits."""
+        if all(s.phase_limits_a is None for s in self.sites):
+            return None
+        caps = np.full((len(self.sites), 3), np.inf)
+        for i, s in enumerate(self.sites):
+            if s.phase_limits_a is not None:
+                caps[i] = np.asarray(s.phase_limits_a, dtype=np.float64) * s.voltage_v / 1000.0
+        return caps
 
     @cached_property
     def feeder_limit_kw(self) -> NDArray[np.float64]:
@@ -112,6 +137,26 @@ class Topology:
             if not (math.isfinite(s.connection_limit_kw) and s.connection_limit_kw > 0):
                 issues.append(
                     Issue("sites.connection_limit_kw", "must be finite and > 0", (s.site_id,))
+                )
+            if not (math.isfinite(s.voltage_v) and s.voltage_v > 0):
+                issues.append(
+                    Issue(
+                        field="sites.voltage_v",
+                        code="voltage",
+                        ids=(s.site_id,),
+                        message="must be finite and > 0 (V per phase)",
+                    )
+                )
+            if s.phase_limits_a is not None and (
+                len(s.phase_limits_a) != 3 or not all(a > 0 for a in s.phase_limits_a)
+            ):
+                issues.append(
+                    Issue(
+                        field="sites.phase_limits_a",
+                        code="phase_limits",
+                        ids=(s.site_id,),
+                        message="need three limits > 0 (A on L1, L2, L3)",
+                    )
                 )
         if not (self.fleet_limit_kw > 0):
             issues.append(Issue("fleet_limit_kw", "must be > 0"))

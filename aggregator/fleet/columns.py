@@ -37,6 +37,8 @@ class SlotColumns:
         self._power_kw: NDArray[np.float64] = table["power_kw"]
         self._meter_lo_kw: NDArray[np.float64] = table["meter_lo_kw"]
         self._meter_hi_kw: NDArray[np.float64] = table["meter_hi_kw"]
+        self._min_charge_kw: NDArray[np.float64] = table["min_charge_kw"]
+        self._phase_w: NDArray[np.float64] = table["phase_w"]
 
     # ------------------------------------------------------------------ columns (views)
 
@@ -51,6 +53,16 @@ class SlotColumns:
     def site(self) -> NDArray[np.intp]:
         """Site index (into ``topology.sites``) per slot; columns are ``capacity`` long."""
         return self._site
+
+    @property
+    def min_charge_kw(self) -> NDArray[np.float64]:
+        """Least charging power each session's car follows (kW; 0 or at least this)."""
+        return self._min_charge_kw
+
+    @property
+    def phase_w(self) -> NDArray[np.float64]:
+        """Share of each slot's power on L1, L2, L3 (``capacity × 3``)."""
+        return self._phase_w
 
     @property
     def active(self) -> NDArray[np.bool_]:

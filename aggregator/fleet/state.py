@@ -63,8 +63,11 @@ from aggregator.fleet.outcome import (
     reject,
 )
 from aggregator.fleet.table import (
+    DEFAULT_MIN_CURRENT_A,
+    DEFAULT_PHASES,
     SessionState,
     SnapshotRow,
+    charge_profile,
     grown,
     meter_bounds,
     new_table,
@@ -244,6 +247,13 @@ class FleetState(SlotColumns):
         slot = self._slot_for(msg.evse_id, msg.csms_id)
         self.session_ids[slot] = msg.session_id
         lo, hi = meter_bounds(msg.min_power_kw, msg.max_power_kw)
+        min_kw, phase_w = charge_profile(
+            phases=msg.phases,
+            phase=msg.phase,
+            min_current_a=msg.min_current_a,
+            voltage_v=self.topology.sites[site].voltage_v,
+            max_power_kw=msg.max_power_kw,
+        )
         self._table[slot] = (
             ts_s,
             msg.departure.timestamp(),
@@ -258,6 +268,8 @@ class FleetState(SlotColumns):
             hi,
             site,
             True,
+            min_kw,
+            phase_w,
         )
         self.version += 1
         if msg.energy_kwh > msg.energy_requested_kwh + OVER_REQUEST_TOLERANCE_KWH:
@@ -395,6 +407,14 @@ class FleetState(SlotColumns):
         key = (arrival_s, state.session_id)
         self._latest_start[state.evse_id] = max(key, self._latest_start.get(state.evse_id, key))
         lo, hi = meter_bounds(state.min_power_kw, state.max_power_kw)
+        # the state topic does not carry phases: a restored session is the default AC car
+        min_kw, phase_w = charge_profile(
+            phases=DEFAULT_PHASES,
+            phase=None,
+            min_current_a=DEFAULT_MIN_CURRENT_A,
+            voltage_v=self.topology.sites[site].voltage_v,
+            max_power_kw=state.max_power_kw,
+        )
         self._table[slot] = (
             arrival_s,
             to_seconds(state.departure),
@@ -409,6 +429,8 @@ class FleetState(SlotColumns):
             hi,
             site,
             True,
+            min_kw,
+            phase_w,
         )
         self.version += 1
 

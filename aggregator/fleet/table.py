@@ -30,12 +30,15 @@ from numpy.typing import NDArray
 from aggregator.errors import Issue
 
 __all__ = [
+    "DEFAULT_MIN_CURRENT_A",
+    "DEFAULT_PHASES",
     "FLOAT_COLUMNS",
     "POWER_TOLERANCE_KW",
     "POWER_TOLERANCE_REL",
     "SLOT_DTYPE",
     "SessionState",
     "SnapshotRow",
+    "charge_profile",
     "grown",
     "meter_bounds",
     "new_table",
@@ -66,11 +69,48 @@ FLOAT_COLUMNS: Final = (
 """The float64 columns, in table order (times in POSIX s, energy in kWh, power in kW)."""
 
 SLOT_DTYPE: Final = np.dtype(
-    [(name, np.float64) for name in FLOAT_COLUMNS] + [("site", np.intp), ("active", np.bool_)],
+    [(name, np.float64) for name in FLOAT_COLUMNS]
+    + [
+        ("site", np.intp),
+        ("active", np.bool_),
+        ("min_charge_kw", np.float64),
+        ("phase_w", np.float64, (3,)),
+    ],
     align=True,
 )
 """One row per EVSE slot. ``site`` indexes ``Topology.sites``; ``active`` marks a live
-session; ``meter_lo_kw``/``meter_hi_kw`` are the accepted range of a measured power."""
+session; ``meter_lo_kw``/``meter_hi_kw`` are the accepted range of a measured power;
+``min_charge_kw`` is the least charging power the car follows (0 or at least this, see
+:func:`charge_profile`); ``phase_w`` the share of its power on L1, L2, L3."""
+
+DEFAULT_PHASES: Final = 3
+DEFAULT_MIN_CURRENT_A: Final = 6.0
+"""IEC 61851 AC charging: below 6 A per phase a car pauses (the pilot's minimum)."""
+
+_THREE: Final = (1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0)
+_ON_PHASE: Final = {"L1": (1.0, 0.0, 0.0), "L2": (0.0, 1.0, 0.0), "L3": (0.0, 0.0, 1.0)}
+
+
+def charge_profile(
+    *,
+    phases: int,
+    phase: str | None,
+    min_current_a: float,
+    voltage_v: float,
+    max_power_kw: float,
+) -> tuple[float, tuple[float, float, float]]:
+    """``(min_charge_kw, phase_w)`` of an AC session.
+
+    ``min_charge_kw = phases × min_current_a × voltage_v / 1000``, never above the session's
+    ``max_power_kw`` (a car declaring less than its minimum is held to its declared max).
+    ``phase_w`` is the share of the power counted on each phase: a third each for a
+    three-phase car; all of it on its phase for a single-phase car on a known phase, and
+    all of it on *every* phase when its phase is unknown (the worst case).
+    """
+    min_kw = min(phases * min_current_a * voltage_v / 1000.0, max_power_kw)
+    if phases == 3:
+        return min_kw, _THREE
+    return min_kw, _ON_PHASE.get(phase or "", (1.0, 1.0, 1.0))
 
 
 def new_table(capacity: int) -> NDArray[np.void]:

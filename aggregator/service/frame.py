@@ -144,6 +144,15 @@ def failsafe_limits(
     fs = np.minimum(fs, (caps.site_kw.min(axis=1) / per_site)[site])
     fs = np.minimum(fs, (caps.feeder_kw.min(axis=1) / per_feeder)[feeder])
     fs = np.minimum(fs, float(caps.fleet_kw.min()) / max(float(w.sum()), 1.0))
+    phase_cap = topology.site_phase_cap_kw
+    if phase_cap is not None:  # each phase of a site carries its cars' phase shares
+        pw = fleet.phase_w[:n] * w[:, None]
+        load = np.stack([_sum(site, pw[:, k], topology.n_sites) for k in range(3)], axis=1)
+        with np.errstate(divide="ignore"):
+            per = np.where(load > 0, phase_cap / np.maximum(load, 1e-12), np.inf).min(axis=1)
+        fs = np.minimum(fs, per[site])
+    # a car cannot follow a value between 0 and its minimum: pause it instead
+    fs = np.where(fs < fleet.min_charge_kw[:n] - 1e-9, 0.0, fs)
     return np.where(active, np.maximum(fs, 0.0), 0.0)
 
 
@@ -236,6 +245,13 @@ def build_frame(
         base[job.slots[rows]] = plan.power_kw[rows, k]
         in_plan[job.slots[rows]] = True
         ru, rd = plan.reserve_up_kw[:, k], plan.reserve_down_kw[:, k]
+    round_cap = None  # rounding a car up to its minimum stays within the AC-checked power
+    if result is not None and result.grid_used:
+        checked = result.verified_site_kw
+        if checked is not None and k is not None and k < checked.shape[1]:
+            round_cap = checked[:, k]
+        else:
+            round_cap = _sum(slot_site, np.maximum(base, 0.0), topology.n_sites)
 
     def prepare(b: NDArray[np.float64]) -> DispatchFrame:
         return dispatcher.prepare(
@@ -250,6 +266,10 @@ def build_frame(
             fleet_cap_kw=float(caps.fleet_kw),
             site_reserve_up_kw=ru,
             site_reserve_down_kw=rd,
+            min_kw=fleet.min_charge_kw[:n],
+            phase_w=fleet.phase_w[:n],
+            site_phase_cap_kw=topology.site_phase_cap_kw,
+            site_round_cap_kw=round_cap,
         )
 
     frame = prepare(base)

@@ -403,12 +403,14 @@ class Service:
             or frame.dispatch.base_kw.shape[0] != self.fleet.n_slots
         ):
             frame = self._refresh_frame(now)
-        p = self.dispatcher.dispatch(deviation_kw, frame.dispatch)
-        fs = frame.failsafe_kw
+        # a session came or went since the frame: 0 until refresh; the semi-continuous
+        # rule's minimum on/off times run on the time of the batch
         changed = changed_sessions(frame, self.fleet, self._touched)
-        if changed is not None:  # a session came or went since the frame: 0 until refresh
-            p[changed] = 0.0
-            self.dispatcher.enforce(p, frame.dispatch)
+        p = self.dispatcher.dispatch(
+            deviation_kw, frame.dispatch, now_s=now.timestamp(), zero=changed
+        )
+        fs = frame.failsafe_kw
+        if changed is not None:
             fs = np.where(changed, 0.0, fs)
         valid_until = lease_end(
             now, self.config.setpoint_validity_s, p, frame.dispatch, self.limits

@@ -417,7 +417,9 @@ def test_strict_fields_cover_every_family() -> None:
         ("session_started", "energy_kwh"),
         ("session_started", "energy_requested_kwh"),
         ("session_started", "max_power_kw"),
+        ("session_started", "min_current_a"),
         ("session_started", "min_power_kw"),
+        ("session_started", "phases"),
         ("setpoints", "failsafe_kw"),
         ("setpoints", "power_kw"),
         ("setpoints", "seq"),
@@ -457,7 +459,7 @@ def test_numbers_must_be_json_numbers(tag: str, name: str, decode: Any, bad: Any
     d = _sample(tag)
     is_list = isinstance(d[name], list)
     d[name] = [bad, *d[name][1:]] if is_list else bad
-    want = "int_type" if name in ("seq", "priority") else "float_type"
+    want = "int_type" if name in ("seq", "priority", "phases") else "float_type"
     assert _issues_for(decode, d) == [(f"{name}.0" if is_list else name, want)]
 
 
@@ -536,3 +538,37 @@ def test_times_that_cannot_be_read_get_a_code_not_a_crash(text: str, code: str) 
     d = as_dict(m.FrequencySample(ts=T0, hz=50.0))
     d["ts"] = text
     assert _issues_for(m.decode_frequency, d) == [("ts", code)]
+
+
+# --- AC charging: phases and minimum current (issue 11) -----------------------------------
+
+
+def test_session_phases_default_three_and_six_amps() -> None:
+    d = _sample("session_started")
+    for key in ("phases", "phase", "min_current_a"):
+        d.pop(key, None)
+    msg = m.decode_telemetry(raw(d))
+    assert isinstance(msg, m.SessionStarted)
+    assert (msg.phases, msg.phase, msg.min_current_a) == (3, None, 6.0)
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"phases": 2}, "phases"),
+        ({"phases": 7.0}, "phases"),
+        ({"phases": 3, "phase": "L1"}, "phase"),
+        ({"phases": 1, "phase": "L4"}, "phase"),
+        ({"min_current_a": -1.0}, "min_current_a"),
+    ],
+)
+def test_session_phases_are_checked(extra: dict[str, Any], field: str) -> None:
+    d = {**_sample("session_started"), **extra}
+    assert [f for f, _ in _issues_for(m.decode_telemetry, d)] == [field]
+
+
+def test_single_phase_car_on_a_known_phase() -> None:
+    d = {**_sample("session_started"), "phases": 1, "phase": "L2", "min_current_a": 8.0}
+    msg = m.decode_telemetry(raw(d))
+    assert isinstance(msg, m.SessionStarted)
+    assert (msg.phases, msg.phase, msg.min_current_a) == (1, "L2", 8.0)

@@ -1,0 +1,340 @@
+"""Setpoints a car can follow: 0 or at least its minimum, limit-safe, fair, without flapping.
+
+An AC car (IEC 61851 control pilot) charges at 0 A or between its minimum current (6 A
+per phase by default) and its maximum: a setpoint strictly between 0 and the session's
+minimum power (``min_charge_kw``, see :func:`aggregator.fleet.table.charge_profile`) is
+either ignored or paused by the car. This module turns a continuous, limit-safe allocation
+into a *semi-continuous* one, for the fast loop (:mod:`aggregator.dispatch`, per
+activation) and for the plan (:mod:`aggregator.planning.rounding`, per step):
+
+1. every charging setpoint in ``(0, min)`` is rounded **down** to 0 (this can only lower
+   a group's import, so every import cap that held still holds);
+2. the paused candidates are then rounded **up** to their minimum in priority order, each
+   only while its site (kW cap and every phase cap), its feeder and the fleet still have
+   room for it — the room is what the caps leave after step 1, so a round-up never breaks
+   a cap. :func:`fits` does this in numpy (sort + grouped cumulative sums), no Python loop
+   per EVSE. Optionally a per-site *budget* (the power step 1 freed there) stops the
+   round-ups once they have given the site back what it lost, so the total stays close to
+   the continuous one (the "time sharing" of a site's power among its cars).
+
+Priority is the caller's: the fast loop puts cars inside their minimum on-time first,
+then the cars that have waited longest since they last charged (fair rotation); the plan
+puts the cars furthest behind their planned energy first.
+
+:class:`Hysteresis` keeps, per EVSE slot, when its car last turned on or off, so that a
+car stays on for ``min_on_s`` (if the caps allow: a limit always wins) and is not rounded
+up again for ``min_off_s`` after it paused (a continuous value at or above its minimum
+still switches it on: that is the plan's or a lifted limit's decision, not the rounding's).
+Its updates are array operations.
+
+Invariants: the output of :func:`round_semi_continuous` has no charging value strictly
+between 0 and ``min_kw``; it never raises a group's import above ``max(before, cap)``
+nor any member above ``max(before, min_kw)``; discharging (V2G) values are left alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["Caps3", "Hysteresis", "fits", "group_cumsum", "round_semi_continuous"]
+
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class Caps3:
+    """Import room the round-ups may use: per site (kW), per site and phase (sites × 3,
+    kW, optional), per feeder (kW), fleet (kW)."""
+
+    site_kw: NDArray[np.float64]
+    feeder_kw: NDArray[np.float64]
+    fleet_kw: float
+    site_phase_kw: NDArray[np.float64] | None = None
+
+
+def group_cumsum(
+    group: NDArray[np.intp], values: NDArray[np.float64], order: NDArray[np.intp]
+) -> NDArray[np.float64]:
+    """Per item, the sum of ``values`` of the items of its group up to and including it,
+    taking items in ``order`` (a permutation). ``values`` may be 1-D or 2-D (rows = items)."""
+    o = order[np.argsort(group[order], kind="stable")]
+    v = values[o]
+    cs = np.cumsum(v, axis=0)
+    g = group[o]
+    starts = np.empty(g.shape[0], dtype=np.bool_)
+    if g.shape[0]:
+        starts[0] = True
+        np.not_equal(g[1:], g[:-1], out=starts[1:])
+    before = (cs - v)[starts]
+    run = np.cumsum(starts) - 1
+    out = np.empty_like(cs)
+    out[o] = cs - before[run]
+    return out
+
+
+def fits(
+    inc_kw: NDArray[np.float64],
+    priority: NDArray[np.float64],
+    site: NDArray[np.intp],
+    feeder: NDArray[np.intp],
+    room: Caps3,
+    *,
+    phase_w: NDArray[np.float64] | None = None,
+    budget_kw: NDArray[np.float64] | None = None,
+    forced: NDArray[np.bool_] | None = None,
+) -> NDArray[np.bool_]:
+    """Which candidates (arrays of the candidates only) may add ``inc_kw`` (≥ 0) at once.
+
+    Candidates are taken by ``priority`` (higher first); within each site, then feeder,
+    then the fleet, a candidate is accepted only if the accepted increments before it and
+    its own fit the room left (per phase too, with ``phase_w`` the share of its power on
+    each phase). With ``budget_kw`` (per site), a candidate not ``forced`` is accepted only
+    while the increments before it at its site are below the budget (so a site gets back
+    about what rounding down took, at most one minimum more).
+    """
+    c = inc_kw.shape[0]
+    if c == 0:
+        return np.zeros(0, dtype=np.bool_)
+    order = np.argsort(-priority, kind="stable").astype(np.intp)
+    cs = group_cumsum(site, inc_kw, order)
+    ok = cs <= room.site_kw[site]
+    if budget_kw is not None:
+        under = (cs - inc_kw) < budget_kw[site] - _EPS
+        ok &= under if forced is None else (under | forced)
+    if room.site_phase_kw is not None and phase_w is not None:
+        cs3 = group_cumsum(site, inc_kw[:, None] * phase_w, order)
+        ok &= np.all(cs3 <= room.site_phase_kw[site], axis=1)
+    inc = np.where(ok, inc_kw, 0.0)
+    ok &= group_cumsum(feeder, inc, order) <= room.feeder_kw[feeder]
+    inc = np.where(ok, inc_kw, 0.0)
+    fleet = np.empty(c)
+    fleet[order] = np.cumsum(inc[order])
+    ok &= fleet <= room.fleet_kw
+    return ok
+
+
+def _room(
+    p: NDArray[np.float64],
+    slot_site: NDArray[np.intp],
+    slot_feeder: NDArray[np.intp],
+    caps: Caps3,
+    phase_w: NDArray[np.float64] | None,
+) -> Caps3:
+    n_sites, n_feeders = caps.site_kw.shape[0], caps.feeder_kw.shape[0]
+    site = np.bincount(slot_site, weights=p, minlength=n_sites)
+    feeder = np.bincount(slot_feeder, weights=p, minlength=n_feeders)
+    phase = None
+    if caps.site_phase_kw is not None and phase_w is not None:
+        load = np.stack(
+            [
+                np.bincount(slot_site, weights=p * phase_w[:, k], minlength=n_sites)
+                for k in range(3)
+            ],
+            axis=1,
+        )
+        phase = caps.site_phase_kw - load
+    return Caps3(
+        caps.site_kw - site, caps.feeder_kw - feeder, caps.fleet_kw - float(p.sum()), phase
+    )
+
+
+def round_semi_continuous(
+    p: NDArray[np.float64],
+    *,
+    min_kw: NDArray[np.float64],
+    want: NDArray[np.bool_],
+    priority: NDArray[np.float64],
+    slot_site: NDArray[np.intp],
+    slot_feeder: NDArray[np.intp],
+    caps: Caps3,
+    phase_w: NDArray[np.float64] | None = None,
+    forced: NDArray[np.bool_] | None = None,
+    blocked: NDArray[np.bool_] | None = None,
+    budget: bool = True,
+    export_kw: NDArray[np.float64] | None = None,
+) -> NDArray[np.bool_]:
+    """In place: make ``p`` semi-continuous (see the module docstring); returns the slots
+    rounded up to their minimum.
+
+    ``want`` marks the slots that may be rounded up (a car that wants power now) besides
+    those in ``(0, min)``; ``forced`` (optional) the ones to keep on whatever the budget
+    (minimum on-time) — both still need room; ``blocked`` (optional) the ones never
+    rounded up (minimum off-time: a car the continuous allocation gives at least its
+    minimum is not held off, so a lifted limit is released at once). ``caps``
+    are the import caps (room is computed here). ``export_kw`` (per site) restores a
+    site's export cap that rounding a charging car down could break when V2G cars export
+    there (their discharge is reduced).
+    """
+    small = (p > _EPS) & (p < min_kw - _EPS)
+    cand = small | (want & (np.abs(p) <= _EPS) & (min_kw > _EPS))
+    down = small
+    if blocked is not None:
+        cand &= ~blocked
+    if not down.any() and not cand.any():
+        return cand
+    n_sites = caps.site_kw.shape[0]
+    freed: NDArray[np.float64] = np.bincount(
+        slot_site, weights=np.where(down, p, 0.0), minlength=n_sites
+    ).astype(np.float64, copy=False)
+    p[down] = 0.0
+    if export_kw is not None:
+        _restore_export(p, slot_site, export_kw)
+    idx = np.flatnonzero(cand)
+    room = _room(p, slot_site, slot_feeder, caps, phase_w)
+    # time sharing: cars running above their minimum may give some of it up, so that a
+    # paused car gets its minimum even when its site, feeder or the fleet is full (no
+    # group's import grows past its room: what the round-ups add beyond the room is taken
+    # from the slack of that group's running cars, site first, then feeder, then fleet)
+    on = (p > _EPS) & (p >= min_kw - _EPS) & (min_kw > _EPS)
+    slack = np.where(on, p - min_kw, 0.0)
+    n_feeders = caps.feeder_kw.shape[0]
+    slack_site = np.bincount(slot_site, weights=slack, minlength=n_sites)
+    slack_feeder = np.bincount(slot_feeder, weights=slack, minlength=n_feeders)
+    with_slack = Caps3(
+        room.site_kw + slack_site,
+        room.feeder_kw + slack_feeder,
+        room.fleet_kw + float(slack.sum()),
+        room.site_phase_kw,
+    )
+    ok = fits(
+        min_kw[idx],
+        priority[idx],
+        slot_site[idx],
+        slot_feeder[idx],
+        with_slack,
+        phase_w=None if phase_w is None else phase_w[idx],
+        budget_kw=freed if budget else None,
+        forced=None if forced is None else forced[idx],
+    )
+    up = np.zeros(p.shape[0], dtype=np.bool_)
+    up[idx[ok]] = True
+    add = np.where(up, min_kw, 0.0)
+    if on.any() and up.any():
+        _give_up_slack(p, slack, add, slot_site, slot_feeder, room)
+    p[up] = min_kw[up]
+    return up
+
+
+def _take(
+    p: NDArray[np.float64],
+    slack: NDArray[np.float64],
+    group: NDArray[np.intp] | None,
+    short: NDArray[np.float64],
+) -> None:
+    """In place: lower each group's running cars by ``short`` (kW per group) out of their
+    ``slack`` (uniformly within the group); ``slack`` is lowered too."""
+    if group is None:
+        total = np.asarray([slack.sum()])
+        g = np.zeros(p.shape[0], dtype=np.intp)
+    else:
+        total = np.bincount(group, weights=slack, minlength=short.shape[0])
+        g = group
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cut = np.where(total > _EPS, np.clip(short / total, 0.0, 1.0), 0.0)
+    take = slack * cut[g]
+    p -= take
+    slack -= take
+
+
+def _give_up_slack(
+    p: NDArray[np.float64],
+    slack: NDArray[np.float64],
+    add: NDArray[np.float64],
+    slot_site: NDArray[np.intp],
+    slot_feeder: NDArray[np.intp],
+    room: Caps3,
+) -> None:
+    """Make room for the round-ups ``add`` out of the running cars' slack."""
+    n_sites, n_feeders = room.site_kw.shape[0], room.feeder_kw.shape[0]
+    before = p.copy()
+    site_add = np.bincount(slot_site, weights=add, minlength=n_sites)
+    _take(p, slack, slot_site, np.maximum(site_add - np.maximum(room.site_kw, 0.0), 0.0))
+    cut = before - p
+    feeder_add = np.bincount(slot_feeder, weights=add - cut, minlength=n_feeders)
+    _take(p, slack, slot_feeder, np.maximum(feeder_add - np.maximum(room.feeder_kw, 0.0), 0.0))
+    cut = before - p
+    fleet_add = float((add - cut).sum())
+    _take(p, slack, None, np.asarray([max(fleet_add - max(room.fleet_kw, 0.0), 0.0)]))
+
+
+def _restore_export(
+    p: NDArray[np.float64], slot_site: NDArray[np.intp], export_kw: NDArray[np.float64]
+) -> None:
+    """In place: where a site now exports more than ``export_kw``, reduce its discharging
+    members' export uniformly until it fits (they discharged to balance charging cars)."""
+    neg = np.minimum(p, 0.0)
+    if not neg.any():
+        return
+    n = export_kw.shape[0]
+    total = np.bincount(slot_site, weights=p, minlength=n)
+    out = np.bincount(slot_site, weights=neg, minlength=n)
+    bad = total < -export_kw
+    if not bad.any():
+        return
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        gamma = np.where(bad, np.clip(1.0 - (-export_kw - total) / -out, 0.0, 1.0), 1.0)
+    p += neg * (np.nan_to_num(gamma, nan=1.0)[slot_site] - 1.0)
+
+
+class Hysteresis:
+    """Per-slot on/off history for minimum on and off times (array operations only).
+
+    A slot is *on* while its setpoint is at least its minimum (> 0). After turning on it is
+    kept on (as a forced round-up candidate, caps permitting) until ``min_on_s`` has
+    passed; after turning off it is not rounded up for ``min_off_s``.
+    """
+
+    def __init__(self, *, min_on_s: float = 60.0, min_off_s: float = 60.0) -> None:
+        if min_on_s < 0 or min_off_s < 0:
+            raise ValueError("min_on_s and min_off_s must be >= 0")
+        self.min_on_s = float(min_on_s)
+        self.min_off_s = float(min_off_s)
+        self.on = np.zeros(0, dtype=np.bool_)
+        self.on_until_s = np.zeros(0)
+        self.off_until_s = np.zeros(0)
+        self.last_on_s = np.zeros(0)
+
+    def size(self, n: int) -> None:
+        """Grow to ``n`` slots (new slots: off, free to start, never charged)."""
+        m = self.on.shape[0]
+        if n <= m:
+            return
+        self.on = np.concatenate([self.on, np.zeros(n - m, dtype=np.bool_)])
+        self.on_until_s = np.concatenate([self.on_until_s, np.zeros(n - m)])
+        self.off_until_s = np.concatenate([self.off_until_s, np.zeros(n - m)])
+        self.last_on_s = np.concatenate([self.last_on_s, np.full(n - m, -np.inf)])
+
+    def reset(self, slots: NDArray[np.bool_]) -> None:
+        """Forget the history of ``slots`` (a new session there)."""
+        m = slots.shape[0]
+        self.on[:m][slots] = False
+        self.on_until_s[:m][slots] = 0.0
+        self.off_until_s[:m][slots] = 0.0
+        self.last_on_s[:m][slots] = -np.inf
+
+    def view(
+        self, n: int, now_s: float
+    ) -> tuple[NDArray[np.bool_], NDArray[np.bool_], NDArray[np.float64]]:
+        """``(held_off, held_on, waited_s)`` for the first ``n`` slots at ``now_s``."""
+        self.size(n)
+        on = self.on[:n]
+        held_off = ~on & (self.off_until_s[:n] > now_s)
+        held_on = on & (self.on_until_s[:n] > now_s)
+        waited = now_s - self.last_on_s[:n]
+        return held_off, held_on, np.where(on, 0.0, np.minimum(waited, 1e12))
+
+    def update(self, p: NDArray[np.float64], min_kw: NDArray[np.float64], now_s: float) -> None:
+        """Record the setpoints ``p`` sent at ``now_s``."""
+        n = p.shape[0]
+        self.size(n)
+        on_now = (p > _EPS) & (p >= min_kw - 1e-6)
+        was = self.on[:n]
+        up = on_now & ~was
+        down = was & ~on_now
+        self.on_until_s[:n][up] = now_s + self.min_on_s
+        self.off_until_s[:n][down] = now_s + self.min_off_s
+        self.last_on_s[:n][on_now] = now_s
+        self.on[:n] = on_now
