@@ -78,3 +78,52 @@ def test_restored_failsafe_holds_after_a_restart() -> None:
     assert csac.mode(T0) == "failsafe"  # restored leases are not trusted as upstream
     sessions = [ActiveSession(evse_id="a/1", site_id="s", max_power_kw=11.0)]
     assert csac.targets(sessions) == {"a/1": 2.5}
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(0.0, 30_000.0),  # seconds to the next step
+            st.booleans(),  # a batch arrives
+            st.floats(-11.0, 22.0),  # its setpoint
+            st.floats(0.0, 11.0),  # its failsafe
+            st.lists(st.floats(1.0, 22.0), min_size=0, max_size=4),  # sessions' max kW
+            st.floats(0.0, 10.0),  # reserved for idle EVSEs
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    st.floats(0.0, 40.0),
+)
+def test_targets_never_exceed_the_site_cap_in_any_mode(steps: list, cap: float) -> None:  # type: ignore[type-arg]
+    clock = ManualClock(T0)
+    csac = Csac("c1", [SiteSpec(site_id="s", feeder_id="f", cap_kw=cap, station_ids=("a",))], clock)
+    seq = 0
+    for dt, arrives, kw, fs, maxes, reserved in steps:
+        clock.advance(dt)
+        evses = [f"a/{i}" for i in range(len(maxes))]
+        if arrives and evses:
+            seq += 1
+            now = clock.now()
+            csac.apply(
+                SetpointBatch(
+                    csms_id="c1",
+                    seq=seq,
+                    issued_at=now,
+                    valid_until=now + timedelta(seconds=120),
+                    evse_ids=evses,
+                    power_kw=[kw] * len(evses),
+                    failsafe_kw=[fs] * len(evses),
+                )
+            )
+        sessions = [
+            ActiveSession(evse_id=e, site_id="s", max_power_kw=m)
+            for e, m in zip(evses, maxes, strict=True)
+        ]
+        out = csac.targets(sessions, reserved_kw={"s": reserved})
+        assert sum(v for v in out.values() if v > 0) <= max(cap - reserved, 0.0) + 1e-9
+        assert all(out[s.evse_id] <= s.max_power_kw + 1e-12 for s in sessions)
+        if csac.mode(clock.now()) == "failsafe":
+            assert all(out[e] <= csac.failsafe_kw.get(e, 4.2) + 1e-12 for e in evses)
+        if csac.mode(clock.now()) != "upstream":
+            assert all(v >= 0 for v in out.values())  # no export without a live lease
