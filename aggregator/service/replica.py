@@ -67,6 +67,7 @@ from aggregator.service.events import (
     LimitCancelled,
     LimitRejected,
     NullSink,
+    PoolSampled,
     ServiceEvent,
     ServiceStatus,
     SessionChanged,
@@ -154,6 +155,9 @@ class Service:
         self._seq: Counter[str] = Counter()
         self._last_dispatch: datetime | None = None
         self._last_deviation_kw = 0.0
+        self._signal: FrequencySignal | None = None  # newest signal not yet in a PoolSampled
+        self._sampled_s = -1  # the whole second of the last PoolSampled
+        self._sampled_signal = False  # … and whether it carried a signal
         self._published_fleet_version = -1
         self._publish_due = False
 
@@ -238,6 +242,7 @@ class Service:
 
     def on_frequency(self, msg: FrequencySignal) -> DispatchOutcome:
         """Fast loop: one frequency sample or aFRR request → setpoint batches."""
+        self._signal = msg  # what was asked, for the pool's 1 s record (PoolSampled)
         dev = self.activation.deviation_kw(msg, self.config.reserve_kw)
         return self.dispatch(dev, source_ts=msg.ts)
 
@@ -446,6 +451,24 @@ class Service:
                 source_ts=source_ts,
             )
         )
+        # the pool's 1 s record: a sample per second, and one more in the second when the
+        # first went out before the second's first signal (at most two per second)
+        second = int(now_s)
+        if second != self._sampled_s or (self._signal is not None and not self._sampled_signal):
+            self._sampled_s, self._sampled_signal = second, self._signal is not None
+            f, n = self.fleet, self.fleet.n_slots
+            self._emit(
+                PoolSampled(
+                    at=now,
+                    signal=self._signal,
+                    reserve_kw=max(self.config.reserve.at(now_s)),
+                    baseline_kw=float(frame.baseline_kw.sum()),
+                    deviation_kw=deviation_kw,
+                    setpoint_kw=float(p.sum()),
+                    measured_kw=float(np.where(f.active[:n], f.power_kw[:n], 0.0).sum()),
+                )
+            )
+            self._signal = None
         return DispatchOutcome(p, frame.baseline_kw, deviation_kw, len(groups), elapsed)
 
     # ------------------------------------------------------------------ views
