@@ -52,7 +52,7 @@ def _progress(enabled: bool) -> tuple[Callable[[int, int], None] | None, Callabl
         return None, lambda: None
     from tqdm import tqdm
 
-    bar = tqdm(total=None, unit="tick", file=sys.stderr, mininterval=0.5)
+    bar = tqdm(total=None, desc="simulating", unit="tick", file=sys.stderr, mininterval=0.5)
 
     def update(done: int, total: int) -> None:
         if bar.total != total:
@@ -128,6 +128,8 @@ def demo(
     """A day of a few hundred EVs on a real SimBench LV feeder, with no server."""
     from adapters.cli.demo import demo_scenario_and_feeder
 
+    if progress:  # the feeder and its profiles take a while before the first tick
+        typer.echo("loading the SimBench feeder and the demo sessions …", err=True)
     try:
         scenario, feeder = demo_scenario_and_feeder(evses=evses, seed=seed)
         result = _run(scenario, feeder if grid else None, out, progress)
@@ -164,6 +166,8 @@ def simulate(
     try:
         from adapters.files.scenario import load_scenario_and_feeder
 
+        if progress:
+            typer.echo(f"loading {scenario} …", err=True)
         loaded, feeder = load_scenario_and_feeder(scenario)
         result = _run(loaded, feeder if grid else None, out, progress)
     except InvalidInput as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -44,3 +45,17 @@ def test_grid_check_progress_goes_to_stderr_only() -> None:
     assert json.loads(shown.stdout)["buses"] == 15  # stdout stays the JSON alone
     quiet = CliRunner().invoke(app, [*args, "--no-progress"])
     assert quiet.exit_code == 0 and "stages" not in quiet.stderr
+
+
+def test_simulate_names_its_stages_only_with_progress(tmp_path: Path) -> None:
+    from tests.adapters.cli.test_main import _short_scenario
+
+    short = _short_scenario(tmp_path)
+    args = ["simulate", str(short), "--json", "--no-grid"]
+    shown = CliRunner().invoke(app, [*args, "--progress"])
+    assert shown.exit_code == 0, shown.output
+    assert "loading" in shown.stderr and "simulating" in shown.stderr
+    assert json.loads(shown.stdout)["max_limit_excess_kw"] == 0
+    quiet = CliRunner().invoke(app, [*args, "--no-progress"])
+    assert quiet.exit_code == 0, quiet.output
+    assert "loading" not in quiet.stderr and "simulating" not in quiet.stderr
