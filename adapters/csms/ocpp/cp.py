@@ -67,7 +67,7 @@ class _Handlers:
 
     @_on("Heartbeat")
     async def _heartbeat(self, **_: Any) -> Any:
-        self.link.on_heartbeat(datetime.now(UTC))
+        self.link.on_heartbeat(self.link.clock())
         return self._call_result.Heartbeat(current_time=_now_iso())
 
     @_on("StatusNotification")
@@ -93,7 +93,7 @@ class _Handlers:
     @_on("NotifyChargingLimit")
     async def _limit(self, charging_limit: dict[str, Any], **kw: Any) -> Any:
         source = str(charging_limit.get("charging_limit_source", "Other"))
-        self.link.on_charging_limit(source, kw.get("charging_schedule") or [], datetime.now(UTC))
+        self.link.on_charging_limit(source, kw.get("charging_schedule") or [], self.link.clock())
         return self._call_result.NotifyChargingLimit()
 
     @_on("NotifyReport")
