@@ -111,6 +111,13 @@ class S2Limits:
         phases = tuple((p,) for p in per) if len(per) > 1 else None
         return PowerConstraints(ranges=(total,), per_phase=phases)
 
+    def phases(self) -> tuple[int, str | None]:
+        """Phases in use and, for one phase, which: L1/L2/L3 alone → 1; otherwise 3."""
+        qs = [q for q, _ in self.by_quantity]
+        if len(qs) == 1 and qs[0] is not CommodityQuantity.ELECTRIC_POWER_3_PHASE_SYMMETRIC:
+            return 1, qs[0].value.rsplit(".", 1)[1]
+        return 3, None
+
     @staticmethod
     def _span(r: _Ranges) -> PowerRange:
         low = min(x.lower_kw for x in r.lower) if r.lower else 0.0

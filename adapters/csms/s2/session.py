@@ -270,6 +270,7 @@ class RmSession:
             return
         self.session_id = session_id
         self._last_power = None
+        phases, phase = self.limits.phases()
         r.telemetry.append(
             SessionStarted(
                 ts=now,
@@ -283,6 +284,8 @@ class RmSession:
                 max_power_kw=pc.upper_kw,
                 min_power_kw=min(0.0, pc.lower_kw),
                 energy_kwh=self.energy_kwh,
+                phases=phases,
+                phase=phase,  # type: ignore[arg-type,unused-ignore]  # L1/L2/L3 by construction
             )
         )
 

@@ -232,3 +232,19 @@ def test_every_instruction_is_ordered_and_inside_the_allowed_ranges(
             assert f"segments[{k}]" in raised
             lowest_pair = max(min(r.lower_kw for r in lowers), min(r.lower_kw for r in uppers))
             assert lowest_pair > seg.upper_kw - 1e-6
+
+
+def test_phases_follow_the_commodity_quantities() -> None:
+    sym, _ = limits_from_wire(
+        limits_to_wire(uuid.uuid4(), T0, PowerRange(0.0, 11.0), PowerRange(0.0, 0.0))
+    )
+    l2 = CommodityQuantity.ELECTRIC_POWER_L2
+    single, _ = limits_from_wire(
+        _constraints(_range(l2, UP, 0.0, 7400.0), _range(l2, LO, 0.0, 0.0))
+    )
+    qs = (CommodityQuantity.ELECTRIC_POWER_L1, l2, CommodityQuantity.ELECTRIC_POWER_L3)
+    three, _ = limits_from_wire(
+        _constraints(*[_range(q, k, 0.0, 3680.0) for q in qs for k in (UP, LO)])
+    )
+    assert sym is not None and single is not None and three is not None
+    assert (sym.phases(), single.phases(), three.phases()) == ((3, None), (1, "L2"), (3, None))

@@ -113,6 +113,7 @@ def test_handshake_details_constraints_start_a_session() -> None:
     assert started.max_power_kw == 11.0 and started.min_power_kw == 0.0
     assert started.energy_requested_kwh == pytest.approx(20.0)
     assert started.departure == T0 + timedelta(hours=4)
+    assert (started.phases, started.phase) == (3, None)  # 3-phase symmetric constraints
     for r in rs:  # exactly one OK per message, first
         assert [st for _, st in _statuses(r)] == [ReceptionStatusValues.OK]
         assert isinstance(r.out[0], ReceptionStatus)
