@@ -8,8 +8,9 @@ keeps the records buffered and runs on its own.
 
 Buffered records name a *kind* (``telemetry``, ``grid_signals``, ``edge_reports``); an
 upstream maps kinds to topic names. Every record carries the header
-``gridflex-idempotency-key: <edge id>:<seq>`` (Kafka) so a repeat after a crash between
-acknowledgement and the buffer's ``ack`` can be dropped by its reader.
+``gridflex-idempotency-key: <edge id>:<seq>`` (Kafka) so its reader can drop a repeat: one
+happens after a crash between acknowledgement and the buffer's ``ack``, or when Kafka did
+not confirm part of a send in time (the whole send is retried; some of it may have landed).
 
 :class:`EdgeReport` is the edge's own upstream message (kind ``edge_reports``, keyed by
 CSMS id): a Rejected profile, a rounding, a GetCompositeSchedule check, a mode change.
