@@ -13,6 +13,11 @@ run in this one process on the same topology and the same N sessions:
   ``gridflex serve`` does. The history thread converts and writes concurrently (it
   competes for the GIL and the 2 cores: that is the cost being measured).
 
+The started ``influxd`` is reniced to ``--influxd-nice`` (19): on these 2 shared cores the
+database stands in for a server on another machine and should not take the service's
+CPU. ``--null-writer`` keeps the sink and its thread (every point converted) but writes
+nowhere: the sink's own cost without any database.
+
 The two are measured in alternating blocks (``--block`` samples each: A B A B ...) so
 that load from other processes hits both alike. Between frequency samples each service
 applies ``--meters`` meter values (SessionChanged events: the history sink's EVSE → site
@@ -34,6 +39,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -54,7 +60,24 @@ from aggregator.topology import Feeder, Site, Topology
 from markets.activation import ReserveActivation
 
 REPO = Path(__file__).resolve().parent.parent
+REPO_CACHE = Path(
+    os.environ.get("GRIDFLEX_INFLUXDB_HOME")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gridflex" / "influxdb"
+)
 TOPICS = Topics()
+
+
+class NullWriter:
+    """Takes the line protocol and discards it: the sink's own cost, no database."""
+
+    def __init__(self) -> None:
+        self.lines = 0
+
+    def write(self, points: Sequence[str]) -> None:
+        self.lines += len(points)
+
+    def close(self) -> None:
+        return None
 
 
 class CountingSink:
@@ -130,8 +153,12 @@ def run(args: argparse.Namespace, url: str) -> dict[str, object]:
     n, rng = args.evses, np.random.default_rng(0)
     topo = topology(n, args.csms)
     t0 = datetime.now(UTC)
+    writer = NullWriter() if args.null_writer else None
     history = InfluxHistory(
-        topo, HistorySettings(url=url, bucket="gridflex"), registry=Metrics().registry
+        topo,
+        HistorySettings(url=url, bucket="gridflex"),
+        writer=writer,
+        registry=Metrics().registry,
     ).start()
     base = build(topo, Metrics(), CountingSink(), n, t0)
     if args.control:  # A/A: the second service has no history either (the noise floor)
@@ -170,6 +197,8 @@ def run(args: argparse.Namespace, url: str) -> dict[str, object]:
     with_h.close()
     out: dict[str, object] = {"evses": n, "csms": args.csms, "sites": len(topo.sites)}
     out["control"] = args.control
+    out["writer"] = "null" if args.null_writer else "influxdb"
+    out["influxd_nice"] = args.influxd_nice if args.url is None and not args.null_writer else None
     for name, ns in times.items():
         out[name] = {
             "samples": len(ns),
@@ -209,13 +238,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--url", help="an InfluxDB with database gridflex (else one is started)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument(
+        "--null-writer",
+        action="store_true",
+        help="the sink converts everything but writes nowhere (no database)",
+    )
+    ap.add_argument(
+        "--influxd-nice",
+        type=int,
+        default=19,
+        help="niceness of the started influxd: on 2 shared cores the database stands in "
+        "for a server elsewhere and should not take the service's CPU",
+    )
+    ap.add_argument(
         "--control", action="store_true", help="A/A run: 'with' has no history sink either"
     )
     args = ap.parse_args(argv)
     port = None
     url = args.url
-    if url is None:
+    if args.null_writer:
+        url = url or "http://unused"
+    elif url is None:
         url, port = start_influx()
+        pid = (REPO_CACHE / "run" / port / "influxd.pid").read_text().strip()
+        renice = ["renice", "-n", str(args.influxd_nice), "-p", pid]
+        subprocess.run(renice, check=True, capture_output=True)
     try:
         res = run(args, url)
     finally:

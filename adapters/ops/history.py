@@ -110,16 +110,25 @@ class InfluxWriter:
 
 
 class _Tee:
-    """A setpoint sink that remembers the latest delivered batch per CSMS (dict store)."""
+    """A setpoint sink that keeps a delivered batch per CSMS at most every ``keep_s``
+    (a dict store; keeping every batch of a 100 Hz loop alive until the next one measurably
+    slowed the loop's allocations), so a sample's sums are at most ``keep_s`` old."""
 
-    def __init__(self, inner: SetpointSink, latest: dict[str, SetpointBatch]) -> None:
+    def __init__(
+        self, inner: SetpointSink, latest: dict[str, SetpointBatch], keep_s: float
+    ) -> None:
         self._inner = inner
         self._latest = latest
+        self._keep_s = keep_s
+        self._next: dict[str, float] = {}
 
     def publish(self, batch: SetpointBatch) -> bool | None:
         ok = self._inner.publish(batch)
         if ok is not False:
-            self._latest[batch.csms_id] = batch
+            cs, mono = batch.csms_id, time.monotonic()
+            if mono >= self._next.get(cs, 0.0):
+                self._latest[cs] = batch
+                self._next[cs] = mono + self._keep_s
         return ok
 
 
@@ -185,7 +194,7 @@ class InfluxHistory:
     def tee(self, sink: SetpointSink) -> SetpointSink:
         """``sink``, with each delivered batch remembered for the setpoint sums."""
         self._teed = True
-        return _Tee(sink, self._latest)
+        return _Tee(sink, self._latest, self.settings.sample_s / 4)
 
     def sample(self, service: Service | None, *, force: bool = False) -> bool:
         """Every ``sample_s`` (monotonic), queue power, setpoint sums and caps of now.

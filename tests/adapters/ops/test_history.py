@@ -20,7 +20,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 from adapters.ops.history import HistorySettings, InfluxHistory, points_of
 from adapters.ops.history_points import Sample, dataclass_points, register_event
 from aggregator.interfaces import ManualClock, Record, Topics
-from aggregator.messages import DsoLimitMessage, FrequencySample, MeterValue, SessionStarted, encode
+from aggregator.messages import (
+    DsoLimitMessage,
+    FrequencySample,
+    MeterValue,
+    SessionStarted,
+    SetpointBatch,
+    encode,
+)
 from aggregator.service.events import BatchesPublished
 from aggregator.service.replica import Service, ServiceConfig
 from aggregator.topology import Feeder, Site, Topology
@@ -110,7 +117,7 @@ def fresh_database(url: str) -> str:
 def test_history_round_trip_through_the_service(influxdb_url: str) -> None:
     bucket = fresh_database(influxdb_url)
     registry = CollectorRegistry()
-    settings = HistorySettings(url=influxdb_url, bucket=bucket, flush_s=0.05)
+    settings = HistorySettings(url=influxdb_url, bucket=bucket, flush_s=0.05, sample_s=1e-4)
     history = InfluxHistory(TOPO, settings, registry=registry).start()
     clock, sink = ManualClock(T0), ListSink()
     svc = service(history, sink, clock)
@@ -322,3 +329,25 @@ def test_close_writes_everything_queued_while_the_database_answers() -> None:
         history.emit(event(k))
     history.close()
     assert len(writer.points) == 300 and history.dropped == 0 and history.queued == 0
+
+
+def test_the_tee_passes_every_batch_on_and_keeps_one_per_csms_per_quarter_sample() -> None:
+    inner = ListSink()
+    history = InfluxHistory(TOPO, HistorySettings(url="http://unused", sample_s=3600))
+    tee = history.tee(inner)
+    made = [
+        SetpointBatch(
+            csms_id=cs,
+            seq=k,
+            issued_at=T0,
+            valid_until=T0 + timedelta(seconds=60),
+            evse_ids=["e1"],
+            power_kw=[float(k)],
+            failsafe_kw=[0.0],
+        )
+        for k, cs in enumerate(["cs-a", "cs-a", "cs-b", "cs-a"])
+    ]
+    for b in made:
+        tee.publish(b)
+    assert inner.batches == made  # the inner sink gets everything
+    assert history._latest == {"cs-a": made[0], "cs-b": made[2]}  # kept: first per 900 s
