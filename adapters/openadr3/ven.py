@@ -94,6 +94,7 @@ class Ven3Status:
     safe_mode_caps: int  # targets with a failsafe cap known
     safe_mode_active: bool
     polls: int
+    push_ready: bool  # the websocket is connected / the webhook serves (False: none)
     notifications: int
     reports: int
     rejected: tuple[str, ...]  # the last rejections by publish (newest last)
@@ -176,6 +177,7 @@ class OpenAdr3Ven:
                 safe_mode_caps=len(self._safe_caps),
                 safe_mode_active=self._safe_active_until is not None,
                 polls=self._polls,
+                push_ready=self._push_ready(),
                 notifications=self._notifications,
                 reports=self._reports,
                 rejected=tuple(self._rejected),
@@ -191,6 +193,12 @@ class OpenAdr3Ven:
             if time.monotonic() >= end:
                 return False
             self._stop.wait(0.05)
+
+    def _push_ready(self) -> bool:
+        push = self._push
+        if isinstance(push, WebsocketListener):
+            return push.connected.is_set()
+        return push is not None
 
     @property
     def webhook_port(self) -> int | None:

@@ -299,6 +299,9 @@ def test_limit_by_push_and_poll_reaches_the_setpoints_reports_and_withdrawal(
     ven = start(cfg, rig, running, readings=lambda target: readings)
     assert ven.wait_connected(20), ven.status()
     assert ven.status().ven_id is not None
+    wait_until(
+        lambda: ven.status().push_ready, 20, "the VTN's websocket", detail=lambda: str(ven.status())
+    )
 
     begin = datetime.now(UTC)
     event_id = dso.event(program, begin, LIMIT_KW, "feeder-f1")
