@@ -22,8 +22,9 @@ answers the runner's :class:`~adapters.csms.edge.targets.EdgeTarget` calls:
 Telemetry (``session_started`` / ``meter_value`` / ``session_ended``) goes to the edge's
 buffer through ``ctx.emit("telemetry", feeder id, message)``.
 
-Settings: :class:`S2EdgeSettings` (host, port, deadband, instruction length). The edge
-settings carry them as ``s2`` when that section exists; until then the defaults hold.
+Settings: :class:`S2EdgeSettings` (host, port, deadband, instruction length, bearer token),
+from ``ctx.settings.s2`` when the edge settings carry that section, else from the
+environment (``GRIDFLEX_EDGE__S2__…``, the same names the nested section would read).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adapters.csms.edge.autonomy import ActiveSession, Mode
 from adapters.csms.edge.upstream import EdgeReport
@@ -63,10 +65,11 @@ _REPORT_KIND = {
 }
 
 
-class S2EdgeSettings(BaseModel):
-    """The CEM's place in ``gridflex edge`` (``s2:`` in the edge's YAML)."""
+class S2EdgeSettings(BaseSettings):
+    """The CEM's place in ``gridflex edge``: ``GRIDFLEX_EDGE__S2__PORT`` … in the environment
+    (and ``s2:`` in the edge's YAML once the edge settings carry the section)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="GRIDFLEX_EDGE__S2__", extra="forbid")
 
     host: str = "127.0.0.1"
     port: int = Field(9100, ge=0, le=65535)
