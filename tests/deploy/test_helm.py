@@ -331,3 +331,42 @@ def test_serve_answers_the_charts_probes(helm_tools: HelmTools, tmp_path: Path) 
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, log.read_text()
+
+
+@pytest.mark.slow
+def test_edge_answers_the_charts_probes(helm_tools: HelmTools, tmp_path: Path) -> None:
+    """``gridflex edge`` (embedded upstream), configured by the rendered ConfigMap and
+    Secret, opens the OCPP port the StatefulSet's TCP probes knock on."""
+    ocpp_port = _free_port()
+    docs = helm_tools.render(
+        *PROFILES["edge"], "--set", "edge.settings.kafka_bootstrap=",
+        "--set", f"edge.ocppPort={ocpp_port}",
+    )  # fmt: skip
+    config = _pod_files(docs, tmp_path).parent
+    edge_yaml = config / "edge.yaml"  # listen on loopback only in a test
+    edge_yaml.write_text(edge_yaml.read_text().replace("0.0.0.0", "127.0.0.1"))
+    (ctr,) = one(docs, "StatefulSet")["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in ctr["ports"]}
+    env = {**os.environ, **_secret_env(docs, "gridflex-0")}
+    log = tmp_path / "edge.log"
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from adapters.cli.main import main; main()",
+             ctr["args"][0], "--config", str(edge_yaml)],
+            stdout=fh, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    try:
+
+        def accepts(probe: str) -> bool:
+            assert proc.poll() is None, log.read_text()
+            port = ports[ctr[probe]["tcpSocket"]["port"]]
+            with socket.create_connection(("127.0.0.1", port), timeout=2):
+                return True
+
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            wait_until(lambda p=probe: accepts(p), 120, f"{probe} connected",
+                       detail=log.read_text)  # fmt: skip
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()
+    assert (tmp_path / "edge").is_dir()  # the state directory on the data volume was used
