@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hmac
 import logging
 import ssl
@@ -420,7 +421,9 @@ class OcppEndpoint:
             if s is None:
                 continue
             v2x = export and link.is_21 and "CentralSetpoint" in link.operation_modes
-            lim = to_limit(kw, elec, export_allowed=v2x)
+            # the 6 A rule, or the EV's own minimum when it told a higher one
+            ev_min = max(elec.min_current_a, s.min_current_a or 0.0)
+            lim = to_limit(kw, dataclasses.replace(elec, min_current_a=ev_min), export_allowed=v2x)
             dynamic = link.dynamic_profiles
             curve = self._freq_curve(link, lim)
             if dynamic and curve is None and kind != "new" and evse in pol.sent:

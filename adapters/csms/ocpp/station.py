@@ -34,6 +34,7 @@ from pydantic import BaseModel
 from adapters.csms.ocpp.profiles import Electrical, RateUnit, kw_from_limit
 from adapters.csms.ocpp.quirks import DEFAULT, Quirks
 from aggregator.messages import (
+    MAX_CURRENT_A,
     DsoLimitMessage,
     EvseHeartbeat,
     MeterValue,
@@ -90,6 +91,7 @@ class Session:
     departure: datetime | None = None
     energy_requested_kwh: float | None = None
     max_power_kw: float | None = None
+    min_current_a: float | None = None
     released: bool = False
     opened_at: datetime | None = None  # edge clock (the station's clock may be skewed)
     held: list[BaseModel] = field(default_factory=list)
@@ -303,6 +305,8 @@ class StationLink:
         energy_wh = ac.get("energy_amount", dc.get("energy_amount"))
         if energy_wh is not None:
             s.energy_requested_kwh = float(energy_wh) / 1000.0
+        if "ev_min_current" in ac:
+            s.min_current_a = float(ac["ev_min_current"])
         if "ev_max_current" in ac:
             volts = float(ac.get("ev_max_voltage", self.voltage_v))
             phases = self.electrical().phases
@@ -323,12 +327,11 @@ class StationLink:
             energy = p.default_energy_kwh
         max_kw = s.max_power_kw if s.max_power_kw and s.max_power_kw > 0 else p.max_power_kw
         elec = self.electrical()
-        extra: dict[str, Any] = {}
-        if "phases" in SessionStarted.model_fields:  # the AC physics fields (issue 11)
-            extra = {"phases": 1 if elec.phases == 1 else 3, "min_current_a": elec.min_current_a}
+        min_a = max(elec.min_current_a, s.min_current_a or 0.0)
         start = SessionStarted(
-            **extra,
             ts=s.started_at,
+            phases=1 if elec.phases == 1 else 3,  # a 2-phase feed counts on every phase
+            min_current_a=min(min_a, MAX_CURRENT_A),
             feeder_id=p.feeder_id,
             site_id=p.site_id,
             evse_id=evse_key(p.station_id, s.evse_id),

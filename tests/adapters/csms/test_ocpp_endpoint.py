@@ -106,3 +106,39 @@ def test_per_evse_defaults_reach_evses_that_appear_later() -> None:
         await ep.stop()
 
     asyncio.run(run())
+
+
+def test_a_setpoint_below_the_evs_minimum_current_becomes_0_and_is_reported() -> None:
+    async def run() -> None:
+        outcomes: list[Outcome] = []
+        ep = _endpoint(outcomes, [])
+        port = await ep.start()
+        st, task = await open_station(f"ws://127.0.0.1:{port}/ocpp", "st1")
+        await st.boot(1)
+        await await_until(lambda: "st1" in ep.ready, 20, "setup")
+        await st.tx("Started", 1, "t1", 0.0, 0.0)
+        await st.call(
+            call.NotifyEVChargingNeeds(
+                evse_id=1,
+                charging_needs={
+                    "requested_energy_transfer": "AC_three_phase",
+                    "ac_charging_parameters": {
+                        "energy_amount": 10000,
+                        "ev_min_current": 10,
+                        "ev_max_current": 32,
+                        "ev_max_voltage": 400,
+                    },
+                },
+            )
+        )
+        assert await ep.apply({"st1/1": 5.0}) == 1  # 7.2 A < the EV's 10 A
+        (prof,) = [
+            p for _t, _e, p in st.rec.profiles if p["charging_profile_purpose"] == "TxProfile"
+        ]
+        assert prof["charging_schedule"][0]["charging_schedule_period"][0]["limit"] == 0.0
+        (r,) = [o for o in outcomes if o.kind == "rounded"]
+        assert (r.requested_kw, r.applied_kw, r.detail) == (5.0, 0.0, "min_current")
+        task.cancel()
+        await ep.stop()
+
+    asyncio.run(run())

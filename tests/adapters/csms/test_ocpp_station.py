@@ -68,6 +68,7 @@ def test_start_is_held_for_the_ev_needs_and_meter_values_wait_in_order() -> None
             "departure_time": dep.isoformat(),
             "ac_charging_parameters": {
                 "energy_amount": 30000,
+                "ev_min_current": 8,
                 "ev_max_current": 16,
                 "ev_max_voltage": 400,
             },
@@ -77,6 +78,7 @@ def test_start_is_held_for_the_ev_needs_and_meter_values_wait_in_order() -> None
     assert isinstance(start, SessionStarted) and isinstance(meter, MeterValue)
     assert start.evse_id == "cs/2" and start.departure == dep and start.energy_requested_kwh == 30.0
     assert start.max_power_kw == 16 * 230 * 3 / 1000
+    assert (start.phases, start.min_current_a) == (3, 8.0)  # the EV's minimum (issue 11)
     assert (meter.energy_kwh, meter.power_kw) == (0.5, 7.0)
     assert {k for k, _key, _m in out} == {"telemetry"} and {key for _k, key, _m in out} == {"f1"}
     link.on_transaction(
