@@ -8,8 +8,9 @@
 #   scripts/openleadr-vtn.sh start           build if needed, start PostgreSQL and the VTN,
 #                                            create the admin client; prints the env file
 #   scripts/openleadr-vtn.sh status          exit 0 if the VTN answers /health, else 1
-#   scripts/openleadr-vtn.sh stop [--purge]  stop both (by their PIDs); --purge deletes
-#                                            the run dir (database, logs, secrets)
+#   scripts/openleadr-vtn.sh stop [--purge]  stop both (by their PIDs) and delete the
+#                                            throwaway database; --purge also deletes the
+#                                            run dir (logs, env file with the secrets)
 #   scripts/openleadr-vtn.sh logs [N]        last N (default 60) lines of the VTN log
 #
 # Environment:

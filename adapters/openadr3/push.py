@@ -145,7 +145,9 @@ class WebsocketListener:
         while not self._stop.is_set():
             try:
                 headers = {"Authorization": f"Bearer {self._token()}"}
-                with connect(self.url, additional_headers=headers, open_timeout=10) as ws:
+                with connect(
+                    self.url, additional_headers=headers, open_timeout=10, close_timeout=1
+                ) as ws:
                     self.connected.set()
                     delay = self._retry_s
                     while not self._stop.is_set():
