@@ -111,3 +111,66 @@ def test_batch_to_instructions_and_telemetry_up_then_failsafe_under_the_cap(
             await runner.stop()
 
     asyncio.run(scenario())
+
+
+def test_an_ocpp_station_and_an_s2_rm_share_one_site_cap(tmp_path: Path) -> None:
+    """Both targets at one edge: the CSAC balances their sessions together; the station's
+    TxProfile (its own record, A → kW) plus the RM's envelope (its own record) stay under
+    the cap."""
+    from tests.adapters.csms.stations import open_station
+    from tests.integration.edge_check import kw
+
+    async def scenario() -> None:
+        clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
+        settings = load_edge_settings(
+            csms_id="csms-a",
+            state_dir=tmp_path,
+            targets=["ocpp", "s2"],
+            ocpp={"port": 0, "security_profile": 1, "needs_wait_s": 0, "min_interval_s": 0},
+            sites=[{"id": "s1", "feeder": "f1", "cap_kw": 15.0, "stations": ["cs-1", "ev-a"]}],
+            stations=[{"id": "cs-1", "password": "pw-cs-1", "max_power_kw": 22.0}],
+        )
+        bus = InProcessBus()
+        runner = EdgeRunner(settings, clock, EmbeddedUpstream(bus, "csms-a"))
+        ocpp_t, s2_t = runner.targets
+        assert isinstance(s2_t, S2Target)
+        s2_t.cem.settings = dataclasses.replace(s2_t.cem.settings, port=0)
+        await runner.start()
+        control = ev(upper_kw=(0.0, 11.0))
+        peer = rm(s2_t.port, control, name="ev-a")
+        station, task = await open_station(
+            f"ws://127.0.0.1:{ocpp_t.port}/ocpp", "cs-1", password="pw-cs-1", now=clock.now
+        )
+        try:
+            await station.boot(1)
+            await station.tx("Started", 1, "tx-1", 0.0, 0.0, clock.now())
+            await peer.start()
+            await until(lambda: len(s2_t.sessions(clock.now())) == 1, 10, "the RM's session")
+            await until(lambda: len(ocpp_t.sessions(clock.now())) == 1, 10, "the station's")
+            batch = SetpointBatch(
+                csms_id="csms-a",
+                seq=1,
+                issued_at=clock.now(),
+                valid_until=clock.now() + timedelta(seconds=60),
+                evse_ids=["cs-1/1", "ev-a/1"],
+                power_kw=[11.0, 11.0],
+                failsafe_kw=[4.0, 4.0],
+            )
+            bus.publish(DEFAULT_TOPICS.setpoints, "csms-a", encode(batch))
+            assert await runner.step() == 2
+            await until(lambda: control.instructions, 10, "the RM's instruction")
+            tx = [
+                p
+                for _t, _e, p in station.rec.profiles
+                if p["charging_profile_purpose"] == "TxProfile"
+            ]
+            station_kw = kw(tx[-1]["charging_schedule"][0])
+            rm_kw = control.instructions[-1].power_envelopes[0].power_envelope_elements[0]
+            assert station_kw > 0.0 and rm_kw.upper_limit > 0.0
+            assert station_kw + rm_kw.upper_limit / 1000.0 <= 15.0 + 1e-6
+        finally:
+            await peer.stop()
+            task.cancel()
+            await runner.stop()
+
+    asyncio.run(scenario())
