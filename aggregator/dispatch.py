@@ -346,7 +346,8 @@ class Dispatcher:
             if zero is not None:
                 held_on &= ~zero
             want = held_on
-            priority = np.where(held_on, 2e12, waited) + 1e-3 * p
+            # seconds waited (capped at 10 days), cars held on first, then the larger value
+            priority = np.where(held_on, 2e6, np.minimum(waited, 864_000.0)) + 1e-3 * p
         round_semi_continuous(
             p,
             min_kw=m,
@@ -368,7 +369,7 @@ class Dispatcher:
             phase_w=f.phase_w,
             forced=held_on,
             blocked=held_off,
-            export_kw=f.site_export_kw,
+            export_kw=f.site_export_kw if float(f.lo_kw.min(initial=0.0)) < 0.0 else None,
         )
         if now_s is not None:
             self.hysteresis.update(p, m, now_s)

@@ -75,6 +75,61 @@ def group_cumsum(
     return out
 
 
+def _site_major(
+    site: NDArray[np.intp], priority: NDArray[np.float64]
+) -> tuple[NDArray[np.intp], NDArray[np.bool_], NDArray[np.intp]]:
+    """Order (by site, then priority descending), run starts and run index per position."""
+    lo, hi = float(priority.min()), float(priority.max())
+    span = 2.0 * (hi - lo) + 2.0
+    if float(site.max()) * span < 2.0**50:  # one float key: site first, then priority
+        order = np.argsort(site * span - (priority - lo)).astype(np.intp)
+    else:
+        order = np.lexsort((-priority, site)).astype(np.intp)
+    g = site[order]
+    starts = np.empty(g.shape[0], dtype=np.bool_)
+    starts[0] = True
+    np.not_equal(g[1:], g[:-1], out=starts[1:])
+    return order, starts, np.cumsum(starts) - 1
+
+
+def _run_cumsum(
+    values: NDArray[np.float64],
+    order: NDArray[np.intp],
+    starts: NDArray[np.bool_],
+    run: NDArray[np.intp],
+) -> NDArray[np.float64]:
+    """Per item, the cumulative sum of ``values`` within its run, in ``order``."""
+    v = values[order]
+    cs = np.cumsum(v, axis=0)
+    cs -= (cs - v)[starts][run]
+    out = np.empty_like(cs)
+    out[order] = cs
+    return out
+
+
+def _cut(
+    ok: NDArray[np.bool_],
+    inc: NDArray[np.float64],
+    group: NDArray[np.intp],
+    site: NDArray[np.intp],
+    room: NDArray[np.float64],
+    site_major: tuple[NDArray[np.intp], NDArray[np.bool_], NDArray[np.intp]],
+) -> None:
+    """In place: where a group's accepted increments exceed its room, keep in each of its
+    sites only the first (by priority) increments that fit the same fraction of that site's
+    accepted total: every site of the group gives up alike, and the group fits."""
+    acc = np.where(ok, inc, 0.0)
+    total = np.bincount(group, weights=acc, minlength=room.shape[0])
+    over = total > room + _EPS
+    if not over.any():
+        return
+    with np.errstate(divide="ignore", invalid="ignore"):
+        alpha = np.where(over, np.maximum(room, 0.0) / total, 1.0)
+    per_site = np.bincount(site, weights=acc)
+    cs = _run_cumsum(acc, *site_major)
+    ok &= cs <= alpha[group] * per_site[site] + _EPS * (alpha[group] >= 1.0)
+
+
 def fits(
     inc_kw: NDArray[np.float64],
     priority: NDArray[np.float64],
@@ -88,31 +143,29 @@ def fits(
 ) -> NDArray[np.bool_]:
     """Which candidates (arrays of the candidates only) may add ``inc_kw`` (≥ 0) at once.
 
-    Candidates are taken by ``priority`` (higher first); within each site, then feeder,
-    then the fleet, a candidate is accepted only if the accepted increments before it and
-    its own fit the room left (per phase too, with ``phase_w`` the share of its power on
-    each phase). With ``budget_kw`` (per site), a candidate not ``forced`` is accepted only
-    while the increments before it at its site are below the budget (so a site gets back
-    about what rounding down took, at most one minimum more).
+    Within each site, candidates are taken by ``priority`` (higher first) and accepted
+    while the accepted increments before them and their own fit the site's room (per phase
+    too, with ``phase_w`` the share of power on each phase). With ``budget_kw`` (per site),
+    a candidate not ``forced`` is accepted only while the increments before it at its site
+    are below the budget (a site gets back about what rounding down took, at most one
+    minimum more). Where a feeder's, then the fleet's, accepted increments exceed its room,
+    each of its sites keeps the same fraction of its accepted total (highest priority
+    first). One sort of the candidates; no Python loop over them.
     """
     c = inc_kw.shape[0]
     if c == 0:
         return np.zeros(0, dtype=np.bool_)
-    order = np.argsort(-priority, kind="stable").astype(np.intp)
-    cs = group_cumsum(site, inc_kw, order)
+    major = _site_major(site, priority)
+    cs = _run_cumsum(inc_kw, *major)
     ok = cs <= room.site_kw[site]
     if budget_kw is not None:
         under = (cs - inc_kw) < budget_kw[site] - _EPS
         ok &= under if forced is None else (under | forced)
     if room.site_phase_kw is not None and phase_w is not None:
-        cs3 = group_cumsum(site, inc_kw[:, None] * phase_w, order)
+        cs3 = _run_cumsum(inc_kw[:, None] * phase_w, *major)
         ok &= np.all(cs3 <= room.site_phase_kw[site], axis=1)
-    inc = np.where(ok, inc_kw, 0.0)
-    ok &= group_cumsum(feeder, inc, order) <= room.feeder_kw[feeder]
-    inc = np.where(ok, inc_kw, 0.0)
-    fleet = np.empty(c)
-    fleet[order] = np.cumsum(inc[order])
-    ok &= fleet <= room.fleet_kw
+    _cut(ok, inc_kw, feeder, site, room.feeder_kw, major)
+    _cut(ok, inc_kw, np.zeros(c, dtype=np.intp), site, np.asarray([room.fleet_kw]), major)
     return ok
 
 
@@ -169,34 +222,37 @@ def round_semi_continuous(
     there (their discharge is reduced).
     """
     small = (p > _EPS) & (p < min_kw - _EPS)
-    cand = small | (want & (np.abs(p) <= _EPS) & (min_kw > _EPS))
-    down = small
+    i_down = np.flatnonzero(small)
+    cand = small | (want & (np.abs(p) <= _EPS) & (min_kw > _EPS)) if want.any() else small
     if blocked is not None:
-        cand &= ~blocked
-    if not down.any() and not cand.any():
+        cand = cand & ~blocked
+    idx = np.flatnonzero(cand)
+    if not i_down.size and not idx.size:
         return cand
     n_sites = caps.site_kw.shape[0]
     freed: NDArray[np.float64] = np.bincount(
-        slot_site, weights=np.where(down, p, 0.0), minlength=n_sites
+        slot_site[i_down], weights=p[i_down], minlength=n_sites
     ).astype(np.float64, copy=False)
-    p[down] = 0.0
+    p[i_down] = 0.0
     if export_kw is not None:
         _restore_export(p, slot_site, export_kw)
-    idx = np.flatnonzero(cand)
+    up = np.zeros(p.shape[0], dtype=np.bool_)
+    if not idx.size:
+        return up
     room = _room(p, slot_site, slot_feeder, caps, phase_w)
     # time sharing: cars running above their minimum may give some of it up, so that a
     # paused car gets its minimum even when its site, feeder or the fleet is full (no
     # group's import grows past its room: what the round-ups add beyond the room is taken
     # from the slack of that group's running cars, site first, then feeder, then fleet)
-    on = (p > _EPS) & (p >= min_kw - _EPS) & (min_kw > _EPS)
-    slack = np.where(on, p - min_kw, 0.0)
+    slack = np.maximum(p - min_kw, 0.0)
+    slack *= min_kw > _EPS
     n_feeders = caps.feeder_kw.shape[0]
     slack_site = np.bincount(slot_site, weights=slack, minlength=n_sites)
     slack_feeder = np.bincount(slot_feeder, weights=slack, minlength=n_feeders)
     with_slack = Caps3(
         room.site_kw + slack_site,
         room.feeder_kw + slack_feeder,
-        room.fleet_kw + float(slack.sum()),
+        room.fleet_kw + float(slack_site.sum()),
         room.site_phase_kw,
     )
     ok = fits(
@@ -209,10 +265,10 @@ def round_semi_continuous(
         budget_kw=freed if budget else None,
         forced=None if forced is None else forced[idx],
     )
-    up = np.zeros(p.shape[0], dtype=np.bool_)
     up[idx[ok]] = True
-    add = np.where(up, min_kw, 0.0)
-    if on.any() and up.any():
+    if ok.any():
+        add = np.zeros(p.shape[0])
+        add[idx[ok]] = min_kw[idx[ok]]
         _give_up_slack(p, slack, add, slot_site, slot_feeder, room)
     p[up] = min_kw[up]
     return up
@@ -249,15 +305,25 @@ def _give_up_slack(
 ) -> None:
     """Make room for the round-ups ``add`` out of the running cars' slack."""
     n_sites, n_feeders = room.site_kw.shape[0], room.feeder_kw.shape[0]
-    before = p.copy()
     site_add = np.bincount(slot_site, weights=add, minlength=n_sites)
-    _take(p, slack, slot_site, np.maximum(site_add - np.maximum(room.site_kw, 0.0), 0.0))
-    cut = before - p
-    feeder_add = np.bincount(slot_feeder, weights=add - cut, minlength=n_feeders)
-    _take(p, slack, slot_feeder, np.maximum(feeder_add - np.maximum(room.feeder_kw, 0.0), 0.0))
-    cut = before - p
-    fleet_add = float((add - cut).sum())
-    _take(p, slack, None, np.asarray([max(fleet_add - max(room.fleet_kw, 0.0), 0.0)]))
+    short = np.maximum(site_add - np.maximum(room.site_kw, 0.0), 0.0)
+    cut: NDArray[np.float64] = np.zeros(n_sites)
+    if short.any():
+        before = p.copy()
+        _take(p, slack, slot_site, short)
+        cut = np.bincount(slot_site, weights=before - p, minlength=n_sites).astype(np.float64)
+    feeder_of_site = np.zeros(n_sites, dtype=np.intp)
+    feeder_of_site[slot_site] = slot_feeder
+    net = site_add - cut
+    feeder_net = np.bincount(feeder_of_site, weights=net, minlength=n_feeders)
+    short_f = np.maximum(feeder_net - np.maximum(room.feeder_kw, 0.0), 0.0)
+    if short_f.any():
+        before = p.copy()
+        _take(p, slack, slot_feeder, short_f)
+        net = net - np.bincount(slot_site, weights=before - p, minlength=n_sites)
+    short_fleet = max(float(net.sum()) - max(room.fleet_kw, 0.0), 0.0)
+    if short_fleet > 0.0:
+        _take(p, slack, None, np.asarray([short_fleet]))
 
 
 def _restore_export(
@@ -332,9 +398,7 @@ class Hysteresis:
         self.size(n)
         on_now = (p > _EPS) & (p >= min_kw - 1e-6)
         was = self.on[:n]
-        up = on_now & ~was
-        down = was & ~on_now
-        self.on_until_s[:n][up] = now_s + self.min_on_s
-        self.off_until_s[:n][down] = now_s + self.min_off_s
-        self.last_on_s[:n][on_now] = now_s
+        np.copyto(self.on_until_s[:n], now_s + self.min_on_s, where=on_now & ~was)
+        np.copyto(self.off_until_s[:n], now_s + self.min_off_s, where=was & ~on_now)
+        np.copyto(self.last_on_s[:n], now_s, where=on_now)
         self.on[:n] = on_now

@@ -25,6 +25,24 @@ K timed calls is wrapped in ``time.perf_counter_ns``. Every result is verified o
 timing: ``limit_excess_kw(p, frame) ≤ 1e-6`` and ``lo ≤ p ≤ hi`` (1e-9 kW float
 tolerance); the script exits with status 1 if any check fails.
 
+**Rules** (issue 11), timed interleaved call by call on the same frame and deviations so
+that machine load hits them alike:
+
+* ``continuous`` — the old rule (every EVSE continuously controllable from 0);
+* ``semi`` — the semi-continuous rule: each session has a minimum (80 % three-phase
+  cars at 4.14 kW, 20 % single-phase at 1.38 kW, 6 A at 230 V), values in ``(0, min)``
+  are rounded down, paused cars rounded up in priority order within every cap, with
+  minimum on/off times (60 s; one call per simulated second);
+* ``semi_followable_base`` — the same, on a base that is already 0 or at least each
+  minimum (what a plan rounded by ``aggregator.planning.rounding`` hands over): only the
+  activation moves cars across their minimum;
+* ``semi_phases`` — ``semi`` plus per-phase site caps (each phase at 40 % of the site's
+  kW cap; single-phase cars on a known phase, 1 in 4 on an unknown one).
+
+Each semi result is also checked: no charging value strictly between 0 and its minimum,
+and ``p ≤ hi`` unless ``p`` is exactly the minimum. ``p99_ratio`` = p99 of a rule / p99
+of ``continuous`` in the same run.
+
 Usage (from the repo root)::
 
     python benchmarks/fastloop.py --evses 10000 --json
@@ -33,6 +51,7 @@ Usage (from the repo root)::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -55,8 +74,16 @@ EXCESS_TOL_KW = 1e-6
 BOUND_TOL_KW = 1e-9
 
 
-def build_frame(n: int, rng: np.random.Generator) -> tuple[Dispatcher, DispatchFrame, float]:
-    """A prepared dispatcher for ``n`` EVSE slots and the fleet reserve ``R`` (kW)."""
+RULES = ("continuous", "semi", "semi_followable_base", "semi_phases")
+
+
+def build_frame(
+    n: int, rng: np.random.Generator, rule: str = "continuous"
+) -> tuple[Dispatcher, DispatchFrame, float]:
+    """A prepared dispatcher for ``n`` EVSE slots and the fleet reserve ``R`` (kW).
+
+    The frame's numbers come from ``rng`` in the same order whatever the ``rule``; the
+    rule's extras (minimums, phases) are drawn from a generator of their own."""
     n_sites = max(1, round(n / 10))
     n_feeders = min(5, n_sites)
     slot_site = np.sort(rng.integers(0, n_sites, n)).astype(np.intp)
@@ -108,6 +135,19 @@ def build_frame(n: int, rng: np.random.Generator) -> tuple[Dispatcher, DispatchF
     feeder_cap[f_dso] = feeder_base[f_dso] + 0.7 * feeder_up[f_dso]
     fleet_cap = float(base.sum() + 0.97 * r_kw)
 
+    extra: dict[str, np.ndarray] = {}
+    if rule != "continuous":
+        r2 = np.random.default_rng(12345)
+        three = r2.random(n) < 0.8
+        extra["min_kw"] = np.minimum(np.where(three, 4.14, 1.38), hi)  # ≤ the session's max
+        phase = r2.integers(0, 3, n)
+        w = np.zeros((n, 3))
+        w[np.arange(n), phase] = 1.0
+        w[r2.random(n) < 0.25] = 1.0  # phase unknown: counted on every phase
+        w[three] = 1.0 / 3.0
+        extra["phase_w"] = w
+        if rule == "semi_phases":
+            extra["site_phase_cap_kw"] = np.repeat((0.4 * site_cap)[:, None], 3, axis=1)
     disp = Dispatcher()
     frame = disp.prepare(
         base_kw=base,
@@ -121,7 +161,12 @@ def build_frame(n: int, rng: np.random.Generator) -> tuple[Dispatcher, DispatchF
         fleet_cap_kw=fleet_cap,
         site_reserve_up_kw=reserve_up,
         site_reserve_down_kw=reserve_down,
+        **extra,  # type: ignore[arg-type]
     )
+    if rule == "semi_followable_base":  # the base a rounded plan gives: 0 or ≥ the minimum
+        base0 = disp.dispatch(0.0, frame)
+        frame = dataclasses.replace(frame, base_kw=base0)
+        disp.frame = frame
     return disp, frame, r_kw
 
 
@@ -136,55 +181,76 @@ def fcr_deviations(k: int, r_kw: float, rng: np.random.Generator) -> np.ndarray:
 
 def check(p: np.ndarray, frame: DispatchFrame) -> tuple[bool, float]:
     excess = limit_excess_kw(p, frame)
+    m = frame.min_kw
+    at_min = np.zeros(p.shape[0], dtype=bool) if m is None else np.abs(p - m) <= BOUND_TOL_KW
     in_bounds = bool(
-        np.all(p >= frame.lo_kw - BOUND_TOL_KW) and np.all(p <= frame.hi_kw + BOUND_TOL_KW)
+        np.all(p >= frame.lo_kw - BOUND_TOL_KW)
+        and np.all((p <= frame.hi_kw + BOUND_TOL_KW) | at_min)
     )
+    if m is not None:
+        in_bounds &= bool(np.all((p <= BOUND_TOL_KW) | (p >= m - BOUND_TOL_KW)))
     return excess <= EXCESS_TOL_KW and in_bounds, excess
 
 
-def run(n: int, k: int, seed: int) -> dict[str, object]:
+def run(n: int, k: int, seed: int, rules: tuple[str, ...] = RULES) -> dict[str, object]:
+    built = {}
+    for rule in rules:
+        rng = np.random.default_rng(seed)
+        built[rule] = build_frame(n, rng, rule)
     rng = np.random.default_rng(seed)
-    disp, frame, r_kw = build_frame(n, rng)
+    _, _, r_kw = build_frame(n, rng)  # the same draws as each rule's frame, then:
     warm = fcr_deviations(WARMUP, r_kw, rng)
     devs = fcr_deviations(k, r_kw, rng)
-
-    for d in warm:
-        disp.dispatch(float(d))
-
-    times_ns = np.empty(k, dtype=np.int64)
-    violations = 0
-    worst_excess = 0.0
-    capped = 0
     clock = time.perf_counter_ns
+    now_s = 1.7e9
+    for d in warm.tolist():
+        now_s += 1.0
+        for disp, frame, _ in built.values():
+            disp.dispatch(d, frame, now_s=now_s)
+    times_ns = {rule: np.empty(k, dtype=np.int64) for rule in rules}
+    violations = dict.fromkeys(rules, 0)
+    worst = dict.fromkeys(rules, 0.0)
+    capped = dict.fromkeys(rules, 0)
     for i, d in enumerate(devs.tolist()):
-        t0 = clock()
-        p = disp.dispatch(d)
-        times_ns[i] = clock() - t0
-        # verification, outside the timed region
-        ok, excess = check(p, frame)
-        violations += not ok
-        worst_excess = max(worst_excess, excess)
-        raw = frame.base_kw + frame.share_up * max(d, 0.0) + frame.share_down * min(d, 0.0)
-        capped += bool(np.any(np.abs(np.clip(raw, frame.lo_kw, frame.hi_kw) - p) > 1e-12))
-
-    ms = times_ns / 1e6
-    return {
-        "evses": n,
-        "samples": k,
-        "p50_ms": round(float(np.percentile(ms, 50)), 4),
-        "p99_ms": round(float(np.percentile(ms, 99)), 4),
-        "max_ms": round(float(ms.max()), 4),
-        "mean_ms": round(float(ms.mean()), 4),
-        "violations": violations,
-        "max_limit_excess_kw": worst_excess,
-        "sites": int(frame.site_cap_kw.shape[0]),
-        "feeders": int(frame.feeder_cap_kw.shape[0]),
-        "reserve_kw": round(r_kw, 1),
-        "full_activations": int(np.sum(np.abs(np.abs(devs) - r_kw) < 1e-9)),
-        "capped_share": round(capped / k, 3),
-        "seed": seed,
-        "machine": machine_info(),
-    }
+        now_s += 1.0
+        for rule, (disp, frame, _) in built.items():
+            t0 = clock()
+            p = disp.dispatch(d, frame, now_s=now_s)
+            times_ns[rule][i] = clock() - t0
+            # verification, outside the timed region
+            ok, excess = check(p, frame)
+            violations[rule] += not ok
+            worst[rule] = max(worst[rule], excess)
+            raw = frame.base_kw + frame.share_up * max(d, 0.0) + frame.share_down * min(d, 0.0)
+            capped[rule] += bool(np.any(np.abs(np.clip(raw, frame.lo_kw, frame.hi_kw) - p) > 1e-12))
+    out: dict[str, object] = {"evses": n, "samples": k, "seed": seed}
+    base_p99 = None
+    for rule in rules:
+        ms = times_ns[rule] / 1e6
+        frame = built[rule][1]
+        res = {
+            "p50_ms": round(float(np.percentile(ms, 50)), 4),
+            "p99_ms": round(float(np.percentile(ms, 99)), 4),
+            "max_ms": round(float(ms.max()), 4),
+            "mean_ms": round(float(ms.mean()), 4),
+            "violations": violations[rule],
+            "max_limit_excess_kw": worst[rule],
+            "capped_share": round(capped[rule] / k, 3),
+        }
+        if rule == "continuous":
+            base_p99 = res["p99_ms"]
+            res.update(
+                sites=int(frame.site_cap_kw.shape[0]),
+                feeders=int(frame.feeder_cap_kw.shape[0]),
+                reserve_kw=round(r_kw, 1),
+                full_activations=int(np.sum(np.abs(np.abs(devs) - r_kw) < 1e-9)),
+            )
+        elif base_p99:
+            res["p99_ratio"] = round(float(res["p99_ms"]) / float(base_p99), 2)  # type: ignore[arg-type]
+        out[rule] = res
+    out["violations"] = sum(violations.values())
+    out["machine"] = machine_info()
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,23 +259,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=2000, help="timed activations (≥ 200)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="print exactly one JSON line")
+    ap.add_argument(
+        "--rule", choices=("all", *RULES[1:]), default="all", help="rules besides continuous"
+    )
     args = ap.parse_args(argv)
     if args.samples < MIN_SAMPLES:
         ap.error(f"--samples must be at least {MIN_SAMPLES}")
     if args.evses < 1:
         ap.error("--evses must be at least 1")
 
-    res = run(args.evses, args.samples, args.seed)
+    rules = RULES if args.rule == "all" else ("continuous", args.rule)
+    res = run(args.evses, args.samples, args.seed, tuple(dict.fromkeys(rules)))
     if args.json:
         print(json.dumps(res))
     else:
-        print(
-            f"fastloop: {res['evses']} EVSEs, {res['samples']} activations: "
-            f"p50 {res['p50_ms']:.3f} ms, p99 {res['p99_ms']:.3f} ms, "
-            f"max {res['max_ms']:.3f} ms, mean {res['mean_ms']:.3f} ms; "
-            f"capped {res['capped_share']:.0%} of calls; violations {res['violations']} "
-            f"(max limit excess {res['max_limit_excess_kw']:.2e} kW)"
-        )
+        for rule in RULES:
+            r = res.get(rule)
+            if not isinstance(r, dict):
+                continue
+            print(
+                f"fastloop {rule}: {res['evses']} EVSEs, {res['samples']} activations: "
+                f"p50 {r['p50_ms']:.3f} ms, p99 {r['p99_ms']:.3f} ms, max {r['max_ms']:.3f} ms; "
+                f"capped {r['capped_share']:.0%}; violations {r['violations']} "
+                f"(max limit excess {r['max_limit_excess_kw']:.2e} kW)"
+                + (f"; p99 x{r['p99_ratio']} of continuous" if "p99_ratio" in r else "")
+            )
     return 1 if res["violations"] else 0
 
 
