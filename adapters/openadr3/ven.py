@@ -131,6 +131,7 @@ class OpenAdr3Ven:
         self._client: VtnClient | None = None
         self._ven_id: str | None = None
         self._applied: dict[str, _Applied] = {}
+        self._program_ids: frozenset[str] = frozenset()  # followed, as of the last poll
         self._safe_caps: dict[OpenAdr3Target, float] = {}
         self._safe_active_until: datetime | None = None
         self._safe_ids: set[str] = set()
@@ -331,6 +332,7 @@ class OpenAdr3Ven:
         programs = [Program.model_validate(p) for p in self._all(client, "/programs")]
         wanted = set(self.config.program_names)
         followed = [p for p in programs if not wanted or p.program_name in wanted]
+        self._program_ids = frozenset(p.id for p in followed)
         events: list[Event] = []
         for p in followed:
             for raw in self._all(client, "/events", programID=p.id):
@@ -371,9 +373,13 @@ class OpenAdr3Ven:
                 else:
                     if note.operation == "DELETE":
                         self._withdraw(event.id)
-                    else:
+                    elif self._follows(event.program_id):
                         self._apply(event)
         self._wake.set()
+
+    def _follows(self, program_id: str) -> bool:
+        """Whether events of this program are ours (unknown programs: the poll decides)."""
+        return not self.config.program_names or program_id in self._program_ids
 
     def _apply(self, event: Event) -> None:
         if is_safe_mode(event, self.config):
