@@ -7,7 +7,8 @@ answers the runner's :class:`~adapters.csms.edge.targets.EdgeTarget` calls:
   station id listed on a site of the edge settings; its EVSE id is ``<station id>/1``;
   with :attr:`S2EdgeSettings.bearer_token` set, every RM must present it;
 * ``sessions`` — every RM whose constraints started a session, with the upper bound of its
-  power constraints as its maximum;
+  power constraints as its maximum (and an ``evse_heartbeat`` upstream for each, at most
+  every :attr:`S2EdgeSettings.heartbeat_s`: S2 has no heartbeat of its own);
 * ``apply`` — per EVSE, a ``PEBC.Instruction``: the target (kW) for
   :attr:`S2EdgeSettings.instruction_s`, then the station's failsafe for the failsafe
   duration (so the RM falls back by itself when the edge goes silent). Sent when the target
@@ -76,6 +77,7 @@ class S2EdgeSettings(BaseSettings):
     instruction_s: float = Field(900.0, ge=60.0)
     deadband_kw: float = Field(0.2, ge=0.0)
     bearer_token: str | None = None
+    heartbeat_s: float = Field(60.0, gt=0.0)
 
 
 @dataclass(slots=True)
@@ -149,6 +151,9 @@ class S2Target:
             s = self.cem.session(evse_id)
             if s is None or s.resource is None or s.session_id is None or s.limits is None:
                 continue
+            beat = s.heartbeat(now, self.cfg.heartbeat_s)
+            if beat is not None:
+                self._telemetry(beat)
             out.append(
                 ActiveSession(
                     evse_id=evse_id,

@@ -55,7 +55,13 @@ from s2python.version import S2_VERSION
 
 from aggregator.errors import Issue
 from aggregator.interfaces import Clock
-from aggregator.messages import MeterValue, SessionEnded, SessionStarted, Telemetry
+from aggregator.messages import (
+    EvseHeartbeat,
+    MeterValue,
+    SessionEnded,
+    SessionStarted,
+    Telemetry,
+)
 from aggregator.pebc import EnergyConstraint
 
 from .convert import (
@@ -138,6 +144,7 @@ class RmSession:
         self.instructions: dict[str, InstructionRecord] = {}
         self._by_message: dict[str, str] = {}
         self.closed = False
+        self._beat: datetime | None = None
 
     # ------------------------------------------------------------------ from the RM
 
@@ -407,6 +414,21 @@ class RmSession:
             )
             for i in issues
         ]
+
+    def heartbeat(self, now: datetime, interval_s: float) -> EvseHeartbeat | None:
+        """An ``evse_heartbeat`` while a session is open, at most one per ``interval_s``
+        (S2 has no heartbeat of its own; without one the fleet expires a quiet session)."""
+        if self.resource is None or self.session_id is None or self.closed:
+            return None
+        if self._beat is not None and (now - self._beat).total_seconds() < interval_s:
+            return None
+        self._beat = now
+        return EvseHeartbeat(
+            ts=now,
+            feeder_id=self.resource.feeder_id,
+            evse_id=self.resource.evse_id,
+            csms_id=self.csms_id,
+        )
 
     def close(self) -> list[Telemetry]:
         """The socket closed or the RM ended: the session ends upstream (once)."""

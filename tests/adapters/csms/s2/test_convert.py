@@ -230,8 +230,10 @@ def test_every_instruction_is_ordered_and_inside_the_allowed_ranges(
         # a cap is only ever raised when the ranges allow nothing that low, and never silently
         if hi_kw > seg.upper_kw + 1e-6:  # the reporting tolerance (1 W)
             assert f"segments[{k}]" in raised
-            lowest_pair = max(min(r.lower_kw for r in lowers), min(r.lower_kw for r in uppers))
-            assert lowest_pair > seg.upper_kw - 1e-6
+            # …because no allowed pair lower ≤ upper ≤ cap exists
+            cap = seg.upper_kw
+            tops = [min(r.upper_kw, cap) for r in uppers if r.lower_kw <= cap + 1e-6]
+            assert not tops or min(r.lower_kw for r in lowers) > max(tops) - 1e-6
 
 
 def test_phases_follow_the_commodity_quantities() -> None:

@@ -253,3 +253,19 @@ def test_terminate_ends_the_session() -> None:
     s, _, _ = _ready()
     r = s.on_message(SessionRequest(message_id=uuid.uuid4(), request=SessionRequestType.TERMINATE))
     assert r.close and [type(t) for t in r.telemetry] == [SessionEnded]
+
+
+def test_heartbeats_while_a_session_is_open_at_most_one_per_interval() -> None:
+    s, _, _ = _ready()
+    beat = s.heartbeat(T0, 60.0)
+    assert beat is not None and (beat.evse_id, beat.csms_id, beat.feeder_id) == (
+        "evse-7",
+        "csms-a",
+        "f1",
+    )
+    assert s.heartbeat(T0 + timedelta(seconds=59), 60.0) is None
+    assert s.heartbeat(T0 + timedelta(seconds=60), 60.0) is not None
+    s.close()
+    assert s.heartbeat(T0 + timedelta(seconds=600), 60.0) is None
+    fresh, _ = _session()
+    assert fresh.heartbeat(T0, 60.0) is None  # no session yet
