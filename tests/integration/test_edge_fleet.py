@@ -42,7 +42,7 @@ async def _fleet(tmp: Path) -> None:
         None,
         csms_id="c1",
         state_dir=tmp,
-        ocpp={"port": 0, "security_profile": 1, "needs_wait_s": 0},
+        ocpp={"port": 0, "security_profile": 1, "needs_wait_s": 0, "phase_timeout_s": 120},
         sites=sites,
         stations=[{"id": s, "password": "pw"} for s in ids],
     )

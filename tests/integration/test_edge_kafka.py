@@ -33,7 +33,7 @@ def _settings(tmp: Path, bootstrap: str, prefix: str) -> EdgeSettings:
         grid_signals_topic=f"{prefix}.grid-signals",
         setpoints_topic=f"{prefix}.setpoints",
         reports_topic=f"{prefix}.edge-reports",
-        ocpp={"port": 0, "security_profile": 1, "needs_wait_s": 0},
+        ocpp={"port": 0, "security_profile": 1, "needs_wait_s": 0, "phase_timeout_s": 120},
         sites=[{"id": "s1", "feeder": "f1", "cap_kw": 50.0, "stations": ["k1"]}],
         stations=[{"id": "k1", "password": "pw"}],
     )

@@ -116,6 +116,7 @@ async def _scenario(
             "port": 0,
             "security_profile": 1,
             "needs_wait_s": 0,
+            "phase_timeout_s": 120,  # a loaded CI machine: every answer counted in its cycle
             "fcr_reserve_kw": 1.0 if freq else 0.0,
         },
         sites=[{"id": "s1", "feeder": "f1", "cap_kw": 50.0, "stations": ["rpc1"]}],

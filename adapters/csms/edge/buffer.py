@@ -7,8 +7,9 @@ last sequence number upstream acknowledged; only then are they deleted. So:
 
 * an edge restart (or crash) loses nothing that :meth:`append` returned for;
 * a record is sent again only if the edge died between upstream's acknowledgement and
-  :meth:`ack`, or a send was only partly confirmed — each record carries ``<edge id>:<seq>`` as its idempotency key
-  (:meth:`Buffered.idempotency_key`) so upstream can drop such a repeat;
+  :meth:`ack`, or a send was only partly confirmed — each record carries
+  ``<edge id>:<seq>`` as its idempotency key (:meth:`Buffered.idempotency_key`) so
+  upstream can drop such a repeat;
 * the buffer is bounded (``max_records``): when full, the *oldest* records are dropped
   and counted in ``dropped`` (persisted), never the newest.
 """

@@ -63,6 +63,7 @@ class OcppTarget:
             min_interval_s=o.min_interval_s,
             call_timeout_s=o.call_timeout_s,
             needs_wait_s=o.needs_wait_s,
+            phase_timeout_s=o.phase_timeout_s,
             fcr_reserve_kw=o.fcr_reserve_kw,
             fcr_hz=(NOMINAL_HZ, FCR.deadband_hz, FCR.full_activation_hz),
         )

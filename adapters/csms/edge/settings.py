@@ -49,6 +49,7 @@ class OcppSettings(BaseModel):
     min_interval_s: float = Field(10.0, ge=0)
     call_timeout_s: float = Field(30.0, gt=0)
     needs_wait_s: float = Field(10.0, ge=0)
+    phase_timeout_s: float = Field(5.0, gt=0)
     fcr_reserve_kw: float = Field(0.0, ge=0)
 
 

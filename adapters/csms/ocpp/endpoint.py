@@ -21,7 +21,10 @@ sends the ChargingStationMaxProfile on EVSE 0 (the station's share of the site c
 the persistent TxDefaultProfile at the failsafe limit. :meth:`OcppEndpoint.apply` sends
 per-EVSE TxProfiles: every *tightening* of every station first, concurrently, then the
 new and loosening ones, so a site never holds a looser sum than both its old and new
-limits. Every answer other than Accepted, every rounding and every GetCompositeSchedule
+limits; a site with a tightening not confirmed (rejected, or its station slower than
+``phase_timeout_s``) loosens nothing that cycle. A slow station never holds the cycle
+longer than ``phase_timeout_s`` per phase: it goes on in the background and is skipped
+until done. Every answer other than Accepted, every rounding and every GetCompositeSchedule
 check is recorded as an :class:`Outcome` and given to ``report``.
 """
 
@@ -30,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import functools
 import hmac
 import logging
 import ssl
@@ -125,10 +129,13 @@ class OcppEndpoint:
         min_interval_s: float = 10.0,
         call_timeout_s: float = 30.0,
         needs_wait_s: float = 10.0,
+        phase_timeout_s: float = 5.0,
         fcr_reserve_kw: float = 0.0,
         fcr_hz: tuple[float, float, float] = (50.0, 0.01, 0.2),
     ) -> None:
         self.places = places
+        self.phase_timeout_s = phase_timeout_s
+        self._busy: dict[str, asyncio.Task[tuple[int, bool]]] = {}
         self.fcr_reserve_kw = fcr_reserve_kw
         self.fcr_hz = fcr_hz
         self.emit = emit
@@ -382,11 +389,13 @@ class OcppEndpoint:
         """Send per-EVSE TxProfiles for ``targets_kw`` (gridflex EVSE id → kW); returns the
         number of profiles accepted. Tightenings first (all stations), then the rest."""
         now = self.clock()
-        await asyncio.gather(*(self._late_defaults(s) for s in list(self.ready)))
+        await asyncio.gather(
+            *(self._late_defaults(s) for s in list(self.ready) if s not in self._busy)
+        )
         plan: dict[str, list[tuple[int, float, str]]] = {}
         for key, kw in targets_kw.items():
             parsed = parse_evse_key(key)
-            if parsed is None or parsed[0] not in self.ready:
+            if parsed is None or parsed[0] not in self.ready or parsed[0] in self._busy:
                 continue
             sid, evse = parsed
             link = self.links[sid]
@@ -398,28 +407,58 @@ class OcppEndpoint:
                 plan.setdefault(sid, []).append((evse, kw, kind))
         first = {s: [p for p in ps if p[2] == "tighten"] for s, ps in plan.items()}
         rest = {s: [p for p in ps if p[2] != "tighten"] for s, ps in plan.items()}
-        ok = 0
-        for phase in (first, rest):
-            done = await asyncio.gather(
-                *(
-                    self._send_station(s, items, now, export_allowed)
-                    for s, items in phase.items()
-                    if items
-                )
-            )
-            ok += sum(done)
-        return ok
+        busy = set(self._busy)
+        ok, unsure = await self._phase(first, now, export_allowed)
+        # a site where a tightening is not confirmed (rejected, late, or a station still busy
+        # from an earlier cycle) loosens nothing this cycle
+        held = {self.places[s].site_id for s in unsure | busy}
+        rest = {s: ps for s, ps in rest.items() if self.places[s].site_id not in held}
+        ok2, _ = await self._phase(rest, now, export_allowed)
+        return ok + ok2
+
+    async def _phase(
+        self, phase: Mapping[str, list[tuple[int, float, str]]], now: datetime, export: bool
+    ) -> tuple[int, set[str]]:
+        """Send one phase to every station at once; a station slower than
+        ``phase_timeout_s`` goes on in the background (busy, skipped by later cycles until it
+        is done). Returns (profiles accepted, stations not confirmed)."""
+        tasks: dict[asyncio.Task[tuple[int, bool]], str] = {}
+        for sid, items in phase.items():
+            if not items or sid in self._busy:
+                continue
+            t = asyncio.create_task(self._send_station(sid, items, now, export))
+            tasks[t] = sid
+            self._busy[sid] = t
+            t.add_done_callback(functools.partial(self._done, sid))
+        if not tasks:
+            return 0, set()
+        done, pending = await asyncio.wait(tasks, timeout=self.phase_timeout_s)
+        ok, unsure = 0, {tasks[t] for t in pending}
+        for t in done:
+            n, all_ok = t.result()
+            ok += n
+            if not all_ok:
+                unsure.add(tasks[t])
+        return ok, unsure
+
+    def _done(self, sid: str, fut: asyncio.Task[tuple[int, bool]]) -> None:
+        if self._busy.get(sid) is fut:
+            del self._busy[sid]
+        if not fut.cancelled() and fut.exception() is not None:
+            LOG.warning("profiles to %s failed: %r", sid, fut.exception())
 
     async def _send_station(
         self, sid: str, items: list[tuple[int, float, str]], now: datetime, export: bool
-    ) -> int:
+    ) -> tuple[int, bool]:
+        """Send one station its profiles in order; (accepted, every one accepted)."""
         link, call, pol = self.links[sid], self._calls(sid), self.policies[sid]
         elec = link.electrical()
-        ok = 0
+        ok = tried = 0
         for evse, kw, kind in items:
             s = link.sessions.get(evse)
             if s is None:
                 continue
+            tried += 1
             v2x = export and link.is_21 and "CentralSetpoint" in link.operation_modes
             # the 6 A rule, or the EV's own minimum when it told a higher one
             ev_min = max(elec.min_current_a, s.min_current_a or 0.0)
@@ -461,7 +500,7 @@ class OcppEndpoint:
             pol.accepted(evse, kw, now + timedelta(seconds=self.tx_profile_s), kind, now)
             if kind == "new" and link.quirks.composite_check:
                 await self._check_composite(sid, evse, lim, call)
-        return ok
+        return ok, ok == tried
 
     def _freq_curve(self, link: StationLink, lim: Limit) -> list[dict[str, float]] | None:
         """OCPP 2.1 LocalFrequency: an FCR Watt–frequency curve inside the EVSE's allowance

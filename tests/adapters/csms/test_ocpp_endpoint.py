@@ -7,13 +7,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from ocpp.routing import on
 from ocpp.v201 import call
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from adapters.csms.ocpp.endpoint import OcppEndpoint, Outcome, Security
 from adapters.csms.ocpp.station import StationPlace
-from tests.adapters.csms.stations import await_until, open_station
+from tests.adapters.csms.stations import SimStation, await_until, open_station
 
 
 def _endpoint(outcomes: list[Outcome], out: list[Any]) -> OcppEndpoint:
@@ -139,6 +140,70 @@ def test_a_setpoint_below_the_evs_minimum_current_becomes_0_and_is_reported() ->
         (r,) = [o for o in outcomes if o.kind == "rounded"]
         assert (r.requested_kw, r.applied_kw, r.detail) == (5.0, 0.0, "min_current")
         task.cancel()
+        await ep.stop()
+
+    asyncio.run(run())
+
+
+class _Hanging(SimStation):
+    """Never answers SetChargingProfile once ``hang`` is set."""
+
+    hang = False
+
+    @on("SetChargingProfile")
+    async def _set(self, evse_id: int, charging_profile: dict[str, Any], **_: Any) -> Any:
+        if self.hang:
+            await asyncio.Event().wait()
+        return await super()._set(evse_id=evse_id, charging_profile=charging_profile)
+
+
+def test_a_station_that_hangs_holds_back_its_site_but_not_the_cycle() -> None:
+    async def run() -> None:
+        places = {
+            s: StationPlace(station_id=s, site_id=site, feeder_id="f1", csms_id="c1")
+            for s, site in (("a1", "s1"), ("a2", "s1"), ("b1", "s2"))
+        }
+        ep = OcppEndpoint(
+            places,
+            lambda *_: None,
+            lambda _o: None,
+            lambda: datetime.now(UTC),
+            security=Security(profile=0),
+            needs_wait_s=0,
+            phase_timeout_s=0.5,
+            min_interval_s=0,
+            call_timeout_s=60,
+        )
+        port = await ep.start()
+        sts: dict[str, SimStation] = {}
+        serving: list[asyncio.Future[Any]] = []
+        for sid in places:
+            ws = await connect(f"ws://127.0.0.1:{port}/ocpp/{sid}", subprotocols=["ocpp2.0.1"])  # type: ignore[list-item]
+            st = _Hanging(sid, ws) if sid == "a1" else SimStation(sid, ws)
+            serving.append(asyncio.ensure_future(st.start()))
+            await st.boot(1)
+            await st.tx("Started", 1, f"t-{sid}", 0.0, 0.0)
+            sts[sid] = st
+        await await_until(lambda: len(ep.ready) == 3, 20, "setup")
+        assert await ep.apply({"a1/1": 10.0, "a2/1": 5.0, "b1/1": 5.0}) == 3
+        sts["a1"].hang = True  # type: ignore[attr-defined]
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        # a1 must tighten (hangs); a2 and b1 want more
+        n = await ep.apply({"a1/1": 5.0, "a2/1": 9.0, "b1/1": 9.0})
+        assert loop.time() - t0 < 5.0  # the cycle did not wait for a1
+        assert n == 1  # b1 loosened; a2 held: its site's tightening is not confirmed
+
+        def tx(sid: str) -> list[float]:
+            return [
+                p["charging_schedule"][0]["charging_schedule_period"][0]["limit"]
+                for _t, _e, p in sts[sid].rec.profiles
+                if p["charging_profile_purpose"] == "TxProfile"
+            ]
+
+        assert len(tx("a2")) == 1 and len(tx("b1")) == 2
+        assert "a1" in ep._busy
+        assert await ep.apply({"a1/1": 5.0, "a2/1": 9.0, "b1/1": 9.0}) == 0  # still held
         await ep.stop()
 
     asyncio.run(run())
