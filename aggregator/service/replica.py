@@ -38,6 +38,7 @@ from datetime import datetime
 import numpy as np
 from numpy.typing import NDArray
 
+from aggregator.closedloop import MeasuredLoop
 from aggregator.dispatch import Activation, Dispatcher, NoActivation
 from aggregator.errors import InvalidInput
 from aggregator.fleet import ApplyOutcome, ApplyResult, FleetState, SessionState
@@ -139,6 +140,9 @@ class Service:
             runner = InlinePlanRunner(engine)
         self.runner = runner
         self.dispatcher = Dispatcher()
+        # closed loop on meter values: unused allowance re-allocated, over-takers reported
+        self.closed_loop = MeasuredLoop()
+        self.over_takers: tuple[str, ...] = ()
         self.prices: PriceSeries | None = None
         self.counters: Counter[str] = Counter()
         self.events: EventSink = events if events is not None else NullSink()
@@ -243,8 +247,9 @@ class Service:
     def on_frequency(self, msg: FrequencySignal) -> DispatchOutcome:
         """Fast loop: one frequency sample or aFRR request → setpoint batches."""
         self._signal = msg  # what was asked, for the pool's 1 s record (PoolSampled)
-        dev = self.activation.deviation_kw(msg, self.config.reserve_kw)
-        return self.dispatch(dev, source_ts=msg.ts)
+        up_kw, down_kw = self.config.reserve.at(msg.ts.timestamp())  # awarded in this block
+        dev = self.activation.deviation_kw(msg, max(up_kw, down_kw))
+        return self.dispatch(min(max(dev, -down_kw), up_kw), source_ts=msg.ts)
 
     def restore(self, state: SessionState) -> None:
         """Put a session back as the state topic holds it (after an assignment); raises
@@ -372,6 +377,17 @@ class Service:
         site_kw, feeder_kw, fleet_kw = self._leases.pending_kw(
             self.fleet, self.topology, now.timestamp()
         )
+        f, n = self.fleet, self.fleet.n_slots
+        view = self.closed_loop.observe(
+            measured_kw=f.power_kw[:n],
+            meter_s=f.last_meter_s[:n],
+            active=f.active[:n],
+            min_kw=f.min_charge_kw[:n],
+            slot_site=f.site[:n],
+            n_sites=self.topology.n_sites,
+        )
+        self.over_takers = tuple(f.evse_ids[i] for i in view.over_takers)
+        self.counters["over_takers"] = len(self.over_takers)
         self._frame = build_frame(
             now=now,
             fleet=self.fleet,
@@ -383,6 +399,7 @@ class Service:
             leased_site_kw=site_kw,
             leased_feeder_kw=feeder_kw,
             leased_fleet_kw=fleet_kw,
+            measured=view,
         )
         self._frame_key = self._key()
         self._telemetry_since_frame = False
@@ -414,6 +431,7 @@ class Service:
         p = self.dispatcher.dispatch(
             deviation_kw, frame.dispatch, now_s=now.timestamp(), zero=changed
         )
+        self.closed_loop.sent(p)
         fs = frame.failsafe_kw
         if changed is not None:
             fs = np.where(changed, 0.0, fs)

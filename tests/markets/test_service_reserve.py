@@ -74,3 +74,42 @@ def test_the_scalar_reserve_is_a_constant_schedule_and_a_bad_schedule_is_reporte
         "blocks must be sorted, non-empty, disjoint",
         "reserve must be ≥ 0",
     ]
+
+
+def test_the_fast_loop_activates_within_the_block_in_force() -> None:
+    """aFRR awarded NEG 20 kW / POS 5 kW in 17:00–18:00 and nothing after: a request
+    beyond the band is clipped to it, asymmetrically; outside the block nothing moves."""
+    from aggregator.interfaces import ManualClock
+    from aggregator.messages import AfrrRequest, FrequencySignal
+    from aggregator.service.replica import Service
+    from tests.aggregator.service.conftest import T0 as T17
+    from tests.aggregator.service.conftest import HeldRunner, ListSink, session
+
+    class Passthrough:  # the request as asked, within ± the reserve handed in
+        def deviation_kw(self, signal: FrequencySignal, reserve_kw: float) -> float:
+            assert isinstance(signal, AfrrRequest)
+            return min(max(signal.setpoint_kw, -reserve_kw), reserve_kw)
+
+    topo = Topology((Feeder("f1", 500.0),), (Site("s1", "f1", 300.0, csms_id="cs-a"),))
+    awards = [
+        Award("aFRR", T17, T17 + timedelta(hours=1), "NEG", 0.02),
+        Award("aFRR", T17, T17 + timedelta(hours=1), "POS", 0.005),
+    ]
+    config = ServiceConfig(horizon_s=4 * 3600.0, reserve_schedule=reserve_schedule(awards))
+    clock = ManualClock(T17)
+    svc = Service(
+        topo,
+        config,
+        clock=clock,
+        sink=ListSink(),
+        runner=HeldRunner(),
+        activation=Passthrough(),
+    )
+    for i in range(4):
+        svc.handle(session(i, site="s1", csms="cs-a", t=T17))
+    svc.tick()
+    assert svc.on_frequency(AfrrRequest(ts=T17, setpoint_kw=50.0)).deviation_kw == 20.0
+    assert svc.on_frequency(AfrrRequest(ts=T17, setpoint_kw=-50.0)).deviation_kw == -5.0
+    assert svc.on_frequency(AfrrRequest(ts=T17, setpoint_kw=-3.0)).deviation_kw == -3.0
+    later = T17 + timedelta(hours=1, minutes=1)
+    assert svc.on_frequency(AfrrRequest(ts=later, setpoint_kw=50.0)).deviation_kw == 0.0
