@@ -15,7 +15,9 @@ Rules the VEN keeps:
   audits it once; ``publish`` returns a rejection reason or ``None``.
 * An event is applied when it is new or its ``modificationDateTime`` changed: its limits
   (:func:`~adapters.openadr3.mapping.event_to_limits`) are published and the ids its
-  previous version had and this one has not are cancelled. An event that is gone from the
+  previous version had and this one has not are cancelled. While ``publish`` refuses any
+  of its limits (the bus is down, the intake says no), the event is applied again at
+  every poll. An event that is gone from the
   VTN (deleted, or no longer visible to this VEN) has all its limits cancelled — only after
   a *complete* successful read, never because a read failed.
 * The **safe-mode event** is not applied as a limit while the VTN is reachable: its caps
@@ -396,7 +398,10 @@ class OpenAdr3Ven:
         old = known.limit_ids if known is not None else frozenset()
         for gone in sorted(old - published):
             self._send(DsoLimitCancel(ts=self._clock(), event_id=gone, source=self.config.source))
-        self._applied[event.id] = _Applied(event.version, frozenset(published), event)
+        # a limit not taken (publish failed or refused) is tried again at the next poll:
+        # the version is only remembered once every limit of it is in
+        version = event.version if len(published) == len(limits) else None
+        self._applied[event.id] = _Applied(version, frozenset(published), event)
         log.info("openadr3 event %s: %d limits, %d issues", event.id, len(published), len(issues))
 
     def _withdraw(self, event_id: str) -> None:

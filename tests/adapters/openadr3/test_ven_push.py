@@ -52,9 +52,19 @@ def test_pushed_events_of_followed_programs_apply_revise_and_withdraw() -> None:
     ven.stop()
 
 
-def test_a_rejected_limit_is_recorded_and_not_counted_as_published() -> None:
-    ven = OpenAdr3Ven(CFG.model_copy(update={"program_names": ()}), lambda m: "unknown_feeder")
+def test_a_refused_limit_is_recorded_and_tried_again() -> None:
+    answers = ["bus down", None]
+    sent: list[DsoLimitMessage | DsoLimitCancel] = []
+
+    def publish(msg: DsoLimitMessage | DsoLimitCancel) -> str | None:
+        sent.append(msg)
+        return answers.pop(0)
+
+    ven = OpenAdr3Ven(CFG.model_copy(update={"program_names": ()}), publish)
     ven.on_notification(note("CREATE", "any", "2026-12-01T08:00:00Z"))
-    assert ven.status().rejected[0].endswith("unknown_feeder")
-    assert ven.status().events == 1  # the event is known: a later version is applied anew
+    assert ven.status().rejected[0].endswith("bus down")
+    ven.on_notification(note("UPDATE", "any", "2026-12-01T08:00:00Z"))  # same version
+    assert len(sent) == 2 and answers == []  # tried again, and taken
+    ven.on_notification(note("UPDATE", "any", "2026-12-01T08:00:00Z"))
+    assert len(sent) == 2  # now remembered: not again
     ven.stop()
