@@ -260,6 +260,17 @@ def _reasons(
     return tuple(out)
 
 
+def _from(scenario: Scenario, start: datetime) -> Scenario:
+    """``scenario`` from ``start``: sessions gone by then dropped, earlier arrivals moved
+    to ``start``."""
+    sessions = tuple(
+        dataclasses.replace(s, arrival=max(s.arrival, start))
+        for s in scenario.sessions
+        if s.departure > start
+    )
+    return dataclasses.replace(scenario, start=start, sessions=sessions)
+
+
 def prequalify(
     scenario: Scenario,
     product: ProductName,
@@ -270,18 +281,30 @@ def prequalify(
     settle_s: int = 300,
     ramp_s: int = 300,
     warmup_s: int = 0,
+    start: datetime | None = None,
     band: AcceptanceBand | None = None,
 ) -> PrequalResult:
     """Run ``product``'s test on ``scenario``'s fleet from ``start + warmup_s`` with
-    ``reserve_kw`` (default: the scenario's), 1 s ticks; see the module doc."""
+    ``reserve_kw`` (default: the scenario's), 1 s ticks; see the module doc.
+
+    ``start`` (default: the scenario's) moves the simulation's start to that moment: the
+    sessions plugged in then take part, those that arrived earlier as if they had just
+    arrived with their whole energy still wanted (an approximation: a test at 21:00
+    need not simulate the afternoon)."""
     reserve = scenario.reserve_kw if reserve_kw is None else reserve_kw
     issues: list[Issue] = []
     if not reserve > 0:
         issues.append(Issue(field="reserve_kw", code="no_reserve", message="must be > 0"))
     if min(hold_s, settle_s, ramp_s) <= 0 or warmup_s < 0:
         issues.append(Issue(field="profile", code="bad_duration", message="durations > 0"))
+    if start is not None and not scenario.start <= start < scenario.end:
+        issues.append(
+            Issue(field="start", code="outside_scenario", message="must lie in the scenario")
+        )
     if issues:
         raise InvalidInput(issues)
+    if start is not None:
+        scenario = _from(scenario, start)
     start = scenario.start + timedelta(seconds=warmup_s)
     if product == "fcr":
         profile = fcr_profile(start, reserve, hold_s=hold_s, settle_s=settle_s)

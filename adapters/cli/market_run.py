@@ -1,6 +1,7 @@
 """``gridflex market prequalify`` and ``gridflex market settle``: prove and settle a reserve.
 
-* ``prequalify SCENARIO --product fcr|afrr`` drives the scenario's simulated fleet through
+* ``prequalify SCENARIO --product fcr|afrr`` (``SCENARIO``: a scenario file or ``demo``,
+  the built-in demo feeder; ``--start`` picks the moment) drives the simulated fleet through
   the TSO test profile (:mod:`markets.prequalify`), prints the verdict, the tolerances it
   was judged by, each test segment and the reasons of a failure, and writes the test's 1 s
   record (``record.csv``), ``prequalify.json`` and ``report.html`` into ``--out``. Exit code
@@ -21,6 +22,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -29,7 +31,8 @@ import typer
 
 from adapters.report.market import prequalify_page, quarter_hour_csv, settlement_page, write_page
 from adapters.stream.inprocess import InProcessBus
-from aggregator.errors import InvalidInput
+from aggregator.errors import InvalidInput, Issue
+from aggregator.sim.scenario import Scenario
 from markets.prequalify import PrequalResult, prequalify
 from markets.record import record_from_csv, record_to_csv
 from markets.settlement import AFRR_BAND, FCR_BAND, Settlement, fcr_availability, settle
@@ -54,6 +57,20 @@ def _native_stdout_to_stderr() -> Iterator[None]:
         sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
+
+
+def _load(spec: str) -> Scenario:
+    """A scenario file, or ``demo`` (the built-in demo feeder's day)."""
+    if spec == "demo":
+        from adapters.cli.demo import demo_scenario
+
+        return demo_scenario()
+    path = Path(spec)
+    if not path.is_file():
+        raise InvalidInput([Issue(field="scenario", code="not_found", message=spec)])
+    from adapters.files.scenario import load_scenario
+
+    return load_scenario(path)
 
 
 def _reject(exc: InvalidInput) -> typer.Exit:
@@ -92,10 +109,22 @@ def _prequal_text(r: PrequalResult) -> str:
     return "\n".join(lines)
 
 
+def _parse_start(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        t = None
+    if t is None or t.tzinfo is None:
+        raise InvalidInput(
+            [Issue(field="start", code="bad_time", message=f"not an ISO 8601 UTC time: {text}")]
+        )
+    return t.astimezone(UTC)
+
+
 def prequalify_command(
-    scenario: Annotated[
-        Path, typer.Argument(exists=True, dir_okay=False, help="YAML or JSON scenario")
-    ],
+    scenario: Annotated[str, typer.Argument(help="YAML or JSON scenario file, or 'demo'")],
     product: Annotated[ProductOption, typer.Option(help="Reserve product to test")],
     reserve_kw: Annotated[
         float | None, typer.Option(help="Reserve to test (kW); default: the scenario's")
@@ -106,16 +135,19 @@ def prequalify_command(
     settle_s: Annotated[int, typer.Option(min=1, help="Time at zero between steps (s)")] = 300,
     ramp_s: Annotated[int, typer.Option(min=1, help="aFRR ramp 0 → full (s)")] = 300,
     warmup_s: Annotated[int, typer.Option(min=0, help="Simulated time before the test")] = 0,
+    start: Annotated[
+        str | None,
+        typer.Option(help="Start the simulation here (ISO 8601 UTC); default: the scenario's"),
+    ] = None,
     out: Annotated[
         Path, typer.Option(help="Folder for record.csv, prequalify.json, report.html")
     ] = Path("gridflex-prequalify"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON")] = False,
 ) -> None:
     """Drive the scenario's fleet through the TSO test profile: pass or fail, and why."""
-    from adapters.files.scenario import load_scenario
-
     try:
-        loaded = load_scenario(scenario)
+        loaded = _load(scenario)
+        at = _parse_start(start)
         with _native_stdout_to_stderr():
             r = prequalify(
                 loaded,
@@ -126,6 +158,7 @@ def prequalify_command(
                 settle_s=settle_s,
                 ramp_s=ramp_s,
                 warmup_s=warmup_s,
+                start=at,
             )
     except InvalidInput as exc:
         raise _reject(exc) from None

@@ -19,12 +19,12 @@ from markets.prequalify import afrr_profile, fcr_profile, prequalify
 T0 = datetime(2026, 1, 14, 18, tzinfo=UTC)
 
 
-def fleet(evses: int, reserve_kw: float = 40.0) -> Scenario:
-    """``evses`` cars of 11 kW plugged in for 8 h, each wanting 60 kWh."""
+def fleet(evses: int, reserve_kw: float = 40.0, energy_kwh: float = 60.0) -> Scenario:
+    """``evses`` cars of 11 kW plugged in for 8 h, each wanting ``energy_kwh``."""
     topo = Topology(feeders=(Feeder("f1", 500.0),), sites=(Site("s1", "f1", 400.0, csms_id="c1"),))
     sessions = tuple(
         SessionSpec(
-            f"e{i:02d}", "s1", T0 - timedelta(minutes=5), T0 + timedelta(hours=8), 60.0, 11.0
+            f"e{i:02d}", "s1", T0 - timedelta(minutes=5), T0 + timedelta(hours=8), energy_kwh, 11.0
         )
         for i in range(evses)
     )
@@ -103,6 +103,19 @@ def test_a_fleet_that_cannot_carry_it_fails_with_the_reason(product: str) -> Non
     joined = "\n".join(r.reasons)
     assert up.label in joined and down.label in joined
     assert "ordered +40.0 kW, delivered +0.0 kW" in joined
+
+
+def test_start_moves_the_test_into_the_scenario() -> None:
+    # from 19:00 the cars plugged in since 17:55 count as arriving at 19:00 (40 kWh each,
+    # 7 h left: ~69 kW on average of 132 kW, room both ways); the test runs then
+    start = T0 + timedelta(hours=1)
+    sc = fleet(12, energy_kwh=40.0)
+    r = prequalify(sc, "fcr", bus_factory=InProcessBus, hold_s=120, settle_s=60, start=start)
+    assert r.profile.start == start and r.record.start == start
+    assert r.passed, r.reasons
+    with pytest.raises(InvalidInput) as exc:
+        prequalify(fleet(12), "fcr", bus_factory=InProcessBus, start=T0 + timedelta(days=1))
+    assert [i.code for i in exc.value.issues] == ["outside_scenario"]
 
 
 def test_prequalify_rejects_a_test_without_reserve() -> None:

@@ -74,6 +74,7 @@ def test_prequalify_passes_on_a_fleet_that_can_carry_it(tmp_path: Path, product:
 
 
 def test_prequalify_fails_with_the_reason_on_a_fleet_that_cannot(tmp_path: Path) -> None:
+    # started an hour into the scenario (--start): the test's segments run from 19:00
     out = tmp_path / "pq"
     res = CliRunner().invoke(
         app(),
@@ -84,14 +85,28 @@ def test_prequalify_fails_with_the_reason_on_a_fleet_that_cannot(tmp_path: Path)
             "fcr",
             "--out",
             str(out),
+            "--start",
+            "2026-01-14T19:00:00Z",
             *SHORT,
         ],
     )
     assert res.exit_code == 1, res.output
+    assert "+200 mHz: full activation, consume more from 19:08:00" in res.output
     assert "FAILED" in res.output and "why it failed:" in res.output
     assert "+200 mHz: full activation, consume more" in res.output
     assert "ordered +40.0 kW, delivered +0.0 kW at its end (0% of the order)" in res.output
     assert "FAILED" in (out / "report.html").read_text()
+
+
+def test_prequalify_rejects_a_bad_start_and_a_missing_file(tmp_path: Path) -> None:
+    scen = str(scenario_file(tmp_path, 3))
+    res = CliRunner().invoke(app(), ["prequalify", scen, "--product", "fcr", "--start", "noon"])
+    assert res.exit_code == 2 and "start" in res.output
+    late = ["prequalify", scen, "--product", "fcr", "--start", "2026-01-16T00:00:00Z"]
+    res = CliRunner().invoke(app(), late)
+    assert res.exit_code == 2 and "must lie in the scenario" in res.output
+    res = CliRunner().invoke(app(), ["prequalify", str(tmp_path / "nope.yaml"), "--product", "fcr"])
+    assert res.exit_code == 2 and "nope.yaml" in res.output
 
 
 def test_prequalify_rejects_a_scenario_without_reserve(tmp_path: Path) -> None:
