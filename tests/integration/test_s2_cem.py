@@ -155,6 +155,9 @@ def test_unknown_resource_and_bad_messages_are_answered() -> None:
             await ws.send("{not json")
             bad = json.loads(await ws.recv())
             assert (bad["message_type"], bad["status"]) == ("ReceptionStatus", "INVALID_DATA")
+            await ws.send("[1, 2]")  # JSON, but not an object
+            bad = json.loads(await ws.recv())
+            assert bad["status"] == "INVALID_DATA"
             mid = str(uuid.uuid4())
             await ws.send(json.dumps({"message_type": "PowerMeasurement", "message_id": mid}))
             bad = json.loads(await ws.recv())
@@ -207,5 +210,36 @@ def test_stale_and_foreign_batches_are_dropped_and_publish_works_from_a_thread()
         finally:
             await peer.stop()
             await cem.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_reconnect_replaces_the_older_link_and_ends_its_session() -> None:
+    async def scenario() -> None:
+        rid = uuid.uuid4()
+        got: list[Telemetry] = []
+        cem = _cem([rid], got)
+        port = await cem.start()
+        first = rm(port, ev(), rid=rid)
+        await first.start()
+        s1 = await until(lambda: (s := cem.session("evse-0")) and s.session_id, 10, "first")
+        second = rm(port, ev(), rid=rid)
+        await second.start()
+        s2 = await until(
+            lambda: (s := cem.session("evse-0")) and s.session_id != s1 and s.session_id,
+            10,
+            "the second connection's session",
+        )
+        ended = await until(
+            lambda: [t for t in got if isinstance(t, SessionEnded)], 10, "the older session ended"
+        )
+        assert [e.session_id for e in ended] == [s1]
+        assert cem.connected() == ["evse-0"]
+        ids = await cem.send_batch(_batch(1, ["evse-0"], [4.0]))
+        await until(lambda: second.control.instructions, 10, "instruction on the new link")
+        assert len(ids) == 1 and not first.control.instructions and s2
+        await first.stop()
+        await second.stop()
+        await cem.close()
 
     asyncio.run(scenario())

@@ -26,15 +26,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import ssl
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from http import HTTPStatus
+from typing import Any
 
 import websockets
 from s2python.common import ReceptionStatus, ReceptionStatusValues
@@ -164,7 +166,8 @@ class S2Cem:
 
     def _authorise(self, conn: ServerConnection, request: Request) -> Response | None:
         token = self.settings.bearer_token
-        if token is None or request.headers.get("Authorization") == f"Bearer {token}":
+        got = request.headers.get("Authorization", "")
+        if token is None or hmac.compare_digest(got.encode(), f"Bearer {token}".encode()):
             return None
         return conn.respond(HTTPStatus.UNAUTHORIZED, "bearer token required\n")
 
@@ -193,8 +196,10 @@ class S2Cem:
             async for raw in ws:
                 reaction = self._react(session, raw)
                 res = session.resource
-                if res is not None and self._links.get(res.evse_id) is not link:
-                    self._links[res.evse_id] = link
+                if res is not None and (old := self._links.get(res.evse_id)) is not link:
+                    self._links[res.evse_id] = link  # a reconnect replaces the older link
+                    if old is not None:
+                        self._spawn(old.ws.close(1000, "replaced by a newer connection"))
                 await self._send(link, reaction.out)
                 self._emit(reaction.telemetry, reaction.issues)
                 if reaction.close:
@@ -211,14 +216,14 @@ class S2Cem:
     def _react(self, session: RmSession, raw: str | bytes) -> Reaction:
         try:
             msg = S2Parser.parse_as_any_message(raw)
-        except json.JSONDecodeError:
-            return self._refuse(_NO_ID, ReceptionStatusValues.INVALID_DATA, "not valid JSON")
         except S2ValidationError as exc:
             try:
                 mid = uuid.UUID(str(json.loads(raw).get("message_id")))
             except (ValueError, AttributeError):
                 mid = _NO_ID
             return self._refuse(mid, ReceptionStatusValues.INVALID_MESSAGE, str(exc)[:200])
+        except (ValueError, AttributeError, TypeError):  # not JSON, not UTF-8, not an object
+            return self._refuse(_NO_ID, ReceptionStatusValues.INVALID_DATA, "not a JSON object")
         return session.on_message(msg)
 
     @staticmethod
@@ -248,6 +253,11 @@ class S2Cem:
 
     # ------------------------------------------------------------------ sending
 
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+        task: asyncio.Task[object] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def publish(self, batch: SetpointBatch) -> bool:
         """SetpointSink: schedule the batch's instructions; ``False`` if not for this CEM."""
         if batch.csms_id != self.settings.csms_id or self._loop is None:
@@ -258,9 +268,7 @@ class S2Cem:
         except RuntimeError:
             running = None
         if running is self._loop:
-            task: asyncio.Task[object] = self._loop.create_task(coro)
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(coro)
         else:
             asyncio.run_coroutine_threadsafe(coro, self._loop)
         return True
