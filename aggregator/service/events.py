@@ -152,7 +152,9 @@ class BatchesPublished:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PoolSampled:
-    """One fast-loop run's pool totals (kW), the rows of the market's 1 s record.
+    """One fast-loop run's pool totals (kW), the rows of the market's 1 s record (the
+    service emits at most two per second: the first run of each second, and the first run
+    with a signal when the second's first run had none).
 
     ``signal`` is what was asked (frequency sample or aFRR request; ``None`` for a
     re-dispatch without a new signal), ``reserve_kw`` the reserve held, ``deviation_kw``
