@@ -8,8 +8,9 @@ update. Per site, feeder and the fleet:
 * ``baseline_kw`` — the current plan's power in the current step (what the fleet would
   draw without an activation: the plan is the baseline the aggregator committed to);
 * ``up_kw`` / ``down_kw`` — regulation available in the current step around the plan
-  (:func:`markets.flexibility.fleet_flexibility_kw` over the target's sessions), for
-  feeders and the fleet; ``None`` for single sites (not worth a sub-plan per site).
+  (:func:`markets.flexibility.fleet_flexibility_kw` over the target's sessions, never
+  below 0: solver round-off is not a negative offer), for feeders and the fleet; ``None``
+  for single sites (not worth a sub-plan per site).
 
 Without a plan only ``usage_kw`` is given. Refreshing costs one sub-plan per feeder, so the
 loop calls it every few seconds, not every turn (:attr:`PlanReadings.every_s`).
@@ -83,7 +84,7 @@ def _from_plan(
     for fid, fi in [*groups.items(), ("fleet", -1)]:
         keep = session_feeder == fi if fi >= 0 else np.ones(req.n_sessions, dtype=bool)
         up, down = fleet_flexibility_kw(*_sub(plan, req, keep))
-        flex[fid] = (float(up[step]), float(down[step]))
+        flex[fid] = (max(0.0, float(up[step])), max(0.0, float(down[step])))
     return baseline, flex
 
 
