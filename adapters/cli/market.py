@@ -171,6 +171,12 @@ def _forecast(
         reservoir_s=60.0 * reservoir,
         seed=seed,
     )
+    if fc.past_days < 3:
+        typer.echo(
+            f"warning: the scenarios come from {fc.past_days} past day(s) of this weekday: "
+            "no spread to speak of, P90 ≈ P50; pass --history with weeks of sessions",
+            err=True,
+        )
     return pool, d, fc
 
 
