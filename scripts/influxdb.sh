@@ -55,6 +55,10 @@ bin_of() { echo "$IHOME/$1/bin/influxd"; }
 build_one() {  # build_one VERSION -> 0 when $IHOME/VERSION/bin/influxd is complete
   local v="$1" dir="$IHOME/$1" t0
   [[ -f "$dir/build.txt" && -x "$dir/bin/influxd" ]] && return 0
+  mkdir -p "$IHOME"
+  exec 9>"$IHOME/.build.lock"  # two test sessions on one machine build once
+  flock 9
+  [[ -f "$dir/build.txt" && -x "$dir/bin/influxd" ]] && return 0
   command -v "$GO" >/dev/null || die "Go is needed to build InfluxDB ($GO not on PATH)"
   mkdir -p "$dir/bin" "$IHOME/gopath"
   log "building influxd $v from the Go module proxy (first run only; minutes) ..."
