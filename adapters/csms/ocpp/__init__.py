@@ -6,8 +6,9 @@ Stations connect here (security profiles 1–3); their messages become gridflex 
 Wire types stay in this package; what leaves it are :mod:`aggregator.messages` models.
 """
 
-from adapters.csms.ocpp.endpoint import OcppEndpoint, Outcome, Security
+from adapters.csms.ocpp.endpoint import OcppEndpoint, Outcome
 from adapters.csms.ocpp.quirks import Quirks, quirks_for
+from adapters.csms.ocpp.security import Security
 from adapters.csms.ocpp.station import StationLink, StationPlace, evse_key, parse_evse_key
 
 __all__ = [

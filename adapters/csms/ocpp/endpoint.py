@@ -1,18 +1,8 @@
 """The OCPP 2.0.1/2.1 CSMS endpoint: websockets server, security profiles, profile dispatch.
 
-Stations connect to ``ws(s)://host:port/<path>/<station id>`` with subprotocol
-``ocpp2.1`` or ``ocpp2.0.1`` (2.1 preferred). Security profiles (OCPP 2.0.1 part 2, A00):
-
-====  ===========================================  ========================================
- 0    none (loopback development only)             plain ws, no credentials
- 1    HTTP Basic auth                              user = station id, password per station
- 2    TLS (server certificate) + Basic auth        ``wss``
- 3    mutual TLS                                   client certificate signed by the CA,
-                                                   its CN equal to the station id
-====  ===========================================  ========================================
-
-A connection that fails authentication is refused at the HTTP upgrade (401) or at the TLS
-handshake (profile 3, wrong certificate); nothing of it reaches a handler.
+Stations connect to ``ws(s)://host:port/<any path>/<station id>`` with subprotocol
+``ocpp2.1`` or ``ocpp2.0.1`` (2.1 preferred); security profiles 1–3 are checked at the
+HTTP upgrade or the TLS handshake (:mod:`adapters.csms.ocpp.security`).
 
 A station that reconnects without rebooting keeps what the edge knew of it (open
 transactions, device model, the profiles it holds); a BootNotification starts it afresh.
@@ -31,20 +21,15 @@ check is recorded as an :class:`Outcome` and given to ``report``.
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import functools
-import hmac
 import logging
-import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from http import HTTPStatus
 from typing import Any, Literal
 
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from adapters.csms.ocpp.cp import CsmsChargePoint21, CsmsChargePoint201, charge_point_class
@@ -58,9 +43,10 @@ from adapters.csms.ocpp.profiles import (
     tx_default_profile,
     tx_profile,
 )
+from adapters.csms.ocpp.security import Security, authenticate, station_id
 from adapters.csms.ocpp.station import Emit, StationLink, StationPlace, parse_evse_key
 
-__all__ = ["OcppEndpoint", "Outcome", "Security"]
+__all__ = ["OcppEndpoint", "Outcome", "Security"]  # Security re-exported from .security
 
 LOG = logging.getLogger("gridflex.edge.ocpp")
 SUBPROTOCOLS: tuple[Any, ...] = ("ocpp2.1", "ocpp2.0.1")
@@ -71,30 +57,6 @@ DEVICE_MODEL = (
     ("V2XChargingCtrlr", "SupportedOperationModes"),  # 2.1: LocalFrequency, CentralSetpoint …
 )
 CP = CsmsChargePoint201 | CsmsChargePoint21
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Security:
-    """Security profile and its material (paths to PEM files)."""
-
-    profile: Literal[0, 1, 2, 3] = 1
-    passwords: Mapping[str, str] | None = None
-    certfile: str | None = None
-    keyfile: str | None = None
-    cafile: str | None = None
-
-    def ssl_context(self) -> ssl.SSLContext | None:
-        if self.profile < 2:
-            return None
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        assert self.certfile is not None, "profiles 2 and 3 need certfile"
-        ctx.load_cert_chain(self.certfile, self.keyfile)
-        if self.profile == 3:
-            assert self.cafile is not None, "profile 3 needs cafile"
-            ctx.verify_mode = ssl.CERT_REQUIRED
-            ctx.load_verify_locations(self.cafile)
-        return ctx
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -184,39 +146,11 @@ class OcppEndpoint:
         for t in list(self._tasks):
             t.cancel()
 
-    def _station_id(self, path: str) -> str:
-        return path.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
-
     def _authenticate(self, conn: ServerConnection, request: Request) -> Response | None:
-        sid = self._station_id(request.path)
-        if sid not in self.places:
-            return conn.respond(HTTPStatus.NOT_FOUND, "unknown station\n")
-        sec = self.security
-        if sec.profile == 3:
-            cert = conn.transport.get_extra_info("peercert") or {}
-            cns = [v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"]
-            if sid not in cns:
-                return conn.respond(HTTPStatus.FORBIDDEN, "certificate does not name station\n")
-            return None
-        if sec.profile in (1, 2) and not self._basic_ok(sid, request.headers):
-            resp = conn.respond(HTTPStatus.UNAUTHORIZED, "basic auth required\n")
-            resp.headers["WWW-Authenticate"] = 'Basic realm="gridflex-edge"'
-            return resp
-        return None
-
-    def _basic_ok(self, sid: str, headers: Headers) -> bool:
-        auth = headers.get("Authorization", "")
-        if not auth.startswith("Basic "):
-            return False
-        try:
-            user, _, pw = base64.b64decode(auth[6:]).decode().partition(":")
-        except ValueError:
-            return False
-        want = (self.security.passwords or {}).get(sid)
-        return want is not None and user == sid and hmac.compare_digest(pw, want)
+        return authenticate(self.security, self.places, conn, request)
 
     async def _connection(self, ws: ServerConnection) -> None:
-        sid = self._station_id(ws.request.path if ws.request else "")
+        sid = station_id(ws.request.path if ws.request else "")
         sub = str(ws.subprotocol or "")
         if sub not in SUBPROTOCOLS:
             await ws.close(1002, "subprotocol ocpp2.1 or ocpp2.0.1 required")
