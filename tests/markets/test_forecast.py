@@ -165,3 +165,28 @@ def test_forecast_quantiles_and_spread_factor() -> None:
     assert fc.baseline_kw().shape == (96,)
     assert spread_factor(10, 0.1) == pytest.approx(1.193, abs=1e-3)
     assert spread_factor(10, 0.5) == 1.0 and spread_factor(0, 0.1) == 1.0
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**31), st.integers(1, 40), st.floats(0.0, 23.75))
+def test_drawn_sessions_overlap_the_window_and_keep_their_shape(
+    seed: int, n: int, start_h: float
+) -> None:
+    rng = np.random.default_rng(seed)
+    sites = ["a", "b", "c"]
+    specs = []
+    for i in range(n):
+        arr = T0 - timedelta(days=int(rng.integers(1, 30)), hours=float(rng.uniform(0, 24)))
+        stay = timedelta(hours=float(rng.uniform(0.2, 30)))
+        specs.append(SessionSpec(f"e{i}", sites[i % 3], arr, arr + stay, 5.0, 11.0))
+    h = SessionHistory.from_specs(specs, sites)
+    start = T0 + timedelta(hours=round(start_h * 4) / 4)
+    fleets, _ = draw_scenarios(h, start, 5, rng)
+    s, e = start.timestamp(), start.timestamp() + 86_400
+    stays = {round(x.departure.timestamp() - x.arrival.timestamp(), 3) for x in specs}
+    tods = {round(x.arrival.timestamp() % 86_400, 3) for x in specs}
+    for f in fleets:
+        assert np.all(f.arrival_s < e) and np.all(f.departure_s > s)
+        assert {round(float(x), 3) for x in f.departure_s - f.arrival_s} <= stays
+        # moved by whole days only: the time of day is kept
+        assert {round(float(x) % 86_400, 3) for x in f.arrival_s} <= tods
