@@ -34,6 +34,7 @@ from typing import Final
 import numpy as np
 from numpy.typing import NDArray
 
+from aggregator.closedloop import MeasuredView
 from aggregator.dispatch import Dispatcher, DispatchFrame
 from aggregator.fleet import FleetState
 from aggregator.limits import Caps, LimitBook
@@ -221,8 +222,14 @@ def build_frame(
     leased_site_kw: NDArray[np.float64],
     leased_feeder_kw: NDArray[np.float64],
     leased_fleet_kw: float,
+    measured: MeasuredView | None = None,
 ) -> Frame:
-    """The frame for ``now`` (see the module docstring); no solver, O(slots) numpy."""
+    """The frame for ``now`` (see the module docstring); no solver, O(slots) numpy.
+
+    ``measured`` (the closed loop on meter values): under-takers' upper bounds shrink to
+    what they take and the allowance this frees at a site goes to its other cars (not on a
+    grid-checked plan); over-takers' sites lose what they take from their caps.
+    """
     n = fleet.n_slots
     nxt = limits.next_change(now)
     step = config.plan_step_s
@@ -231,6 +238,11 @@ def build_frame(
     raw = caps_ahead(limits, now)
     caps = _minus(raw, leased_site_kw, leased_feeder_kw, leased_fleet_kw)
     lo, hi = fleet.envelope(now, max(until_s - now.timestamp(), 1.0))
+    loop = measured if measured is not None and measured.active else None
+    if loop is not None:
+        hi = np.minimum(hi, loop.hi_cap_kw[:n])
+        cut = np.maximum(caps.site_kw - loop.site_penalty_kw, np.minimum(caps.site_kw, 0.0))
+        caps = Caps(cut, caps.feeder_kw, caps.fleet_kw, caps.site_export_kw)
     active = fleet.active[:n]
     slot_site = fleet.site[:n]
     base = np.zeros(n)
@@ -245,6 +257,7 @@ def build_frame(
         base[job.slots[rows]] = plan.power_kw[rows, k]
         in_plan[job.slots[rows]] = True
         ru, rd = plan.reserve_up_kw[:, k], plan.reserve_down_kw[:, k]
+    planned = base.copy()
     round_cap = None  # rounding a car up to its minimum stays within the AC-checked power
     if result is not None and result.grid_used:
         checked = result.verified_site_kw
@@ -295,6 +308,22 @@ def build_frame(
         )
         frame = prepare(base)
         baseline = dispatcher.dispatch(0.0, frame)
+    if loop is not None and loop.under.any() and not (result is not None and result.grid_used):
+        # what the plan gave under-takers above what they take goes to the other cars
+        freed = _sum(slot_site, np.maximum(planned - hi, 0.0) * loop.under[:n], topology.n_sites)
+        takers = active & ~loop.under[:n] & (hi > baseline + 1e-9)
+        if freed.any() and takers.any():
+            extra = late_allocation_kw(
+                late=takers,
+                hi_kw=hi - baseline,
+                planned_kw=baseline,
+                slot_site=slot_site,
+                site_feeder=topology.site_feeder,
+                caps=caps,
+                site_free_kw=freed,
+            )
+            frame = prepare(baseline + extra)
+            baseline = dispatcher.dispatch(0.0, frame)
     return Frame(
         dispatch=frame,
         baseline_kw=baseline,

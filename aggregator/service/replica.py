@@ -386,8 +386,9 @@ class Service:
             slot_site=f.site[:n],
             n_sites=self.topology.n_sites,
         )
-        self.over_takers = tuple(f.evse_ids[i] for i in view.over_takers)
-        self.counters["over_takers"] = len(self.over_takers)
+        takers = tuple(f.evse_ids[i] for i in view.over_takers)
+        self.counters["over_takers.reported"] += len(set(takers) - set(self.over_takers))
+        self.over_takers = takers
         self._frame = build_frame(
             now=now,
             fleet=self.fleet,

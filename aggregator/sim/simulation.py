@@ -423,6 +423,7 @@ def run_simulation(
 
     summary = _summary(scenario, svc, csms, want, got, max_excess, fcr_req, fcr_got, n, grid)
     summary.update(cars.figures(float(got.sum())))
+    summary["over_takers_reported"] = svc.counters["over_takers.reported"]
     grid_series: dict[str, list[float]] = {}
     if grid is not None:
         figures, grid_series = _grid_summary(scenario, grid, site_sum.T.copy(), svc)
