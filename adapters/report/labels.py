@@ -68,6 +68,11 @@ OVERRIDES: Final[dict[str, str]] = {
     "max_limit_excess_kw": "largest excess over a limit (kW)",
     "grid_violations": "AC grid violations",
     "uncontrolled_grid_violations": "AC grid violations, uncontrolled charging",
+    "followable_setpoint_share": "setpoints a car can follow (share)",
+    "energy_continuous_kwh": "energy, continuous allocation (kWh)",
+    "delivered_share_of_continuous": "delivered / continuous allocation",
+    "limit_excess_measured_kw": "largest excess over a limit, measured (kW)",
+    "meter_noise_rel": "meter noise (±, relative)",
 }
 
 _LAST_ONLY: Final = {("a",), ("v",), ("h",)}  # "site_a" is a site, "current_a" a current
