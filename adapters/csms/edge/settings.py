@@ -115,6 +115,11 @@ class EdgeSettings(BaseSettings):
             missing = sorted(s.id for s in self.stations if s.password is None)
             if missing:
                 raise ValueError(f"security profile 1/2 needs a password for {', '.join(missing)}")
+        o = self.ocpp
+        if o.security_profile >= 2 and not o.certfile:
+            raise ValueError("security profiles 2 and 3 need ocpp.certfile (and keyfile)")
+        if o.security_profile == 3 and not o.cafile:
+            raise ValueError("security profile 3 needs ocpp.cafile (the stations' CA)")
         unplaced = sorted(known - set(placed))
         if unplaced:
             raise ValueError(f"stations on no site: {', '.join(unplaced)}")

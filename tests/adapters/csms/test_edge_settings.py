@@ -45,6 +45,14 @@ def test_problems_are_reported_as_config_errors(tmp_path: Path) -> None:
         )
     fields = {i.field for i in info.value.issues}
     assert "failsafe_duration_s" in fields
+    with pytest.raises(ConfigError) as info:
+        load_edge_settings(
+            None,
+            csms_id="c",
+            ocpp={"security_profile": 3, "certfile": "s.pem"},
+            sites=[{"id": "s", "feeder": "f", "cap_kw": 1, "stations": []}],
+        )
+    assert "cafile" in str(info.value.issues[0])
     (bad := tmp_path / "bad.yaml").write_text("- not a mapping\n")
     with pytest.raises(ConfigError):
         load_edge_settings(bad)
