@@ -32,6 +32,7 @@ import time
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from aggregator.planning.fallback import (
     Index,
@@ -43,6 +44,7 @@ from aggregator.planning.fallback import (
 )
 from aggregator.planning.lp import LpModel, build_lp
 from aggregator.planning.request import Plan, PlanRequest
+from aggregator.planning.rounding import RoundingStats, round_plan
 from aggregator.planning.solvers import HighsSolver, Solved, solve_clarabel
 
 __all__ = ["Planner", "proportional_plan"]
@@ -79,8 +81,20 @@ class Planner:
         self._key: str | None = None
         self._highs = HighsSolver(time_limit_s=time_limit_s, algorithm=highs_algorithm)
         self._cvxpy: Any = None  # CvxpyModel of the last structure (cvxpy backend)
+        self.last_rounding: RoundingStats | None = None
 
-    def plan(self, req: PlanRequest) -> Plan:
+    def plan(self, req: PlanRequest, *, min_charge_kw: NDArray[np.float64] | None = None) -> Plan:
+        """The plan for ``req``; with ``min_charge_kw`` (per session, kW) made
+        semi-continuous after the LP (:func:`~aggregator.planning.rounding.round_plan`:
+        every charging value 0 or at least the minimum, within every cap; the stats of
+        the last rounding are in :attr:`last_rounding`)."""
+        plan = self._plan(req)
+        if min_charge_kw is None or plan.power_kw.shape != (req.n_sessions, req.steps):
+            return plan
+        rounded, self.last_rounding = round_plan(req, plan, min_charge_kw)
+        return rounded
+
+    def _plan(self, req: PlanRequest) -> Plan:
         issues = req.validate()
         if issues:
             # never raise in the loop: an empty (all-zero) base schedule is safe, and the

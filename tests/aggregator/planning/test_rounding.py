@@ -90,3 +90,14 @@ def test_no_minimum_changes_nothing() -> None:
     rounded, stats = round_plan(req, plan, np.zeros(req.n_sessions))
     np.testing.assert_allclose(rounded.power_kw, plan.power_kw, atol=1e-9)
     assert stats.rounded_up == 0 and stats.rounded_down == 0
+
+
+def test_planner_rounds_after_the_lp_when_given_minimums() -> None:
+    req = request(n=20, steps=12, seed=5, site_cap=12.0)
+    planner = Planner()
+    mins = np.full(req.n_sessions, 4.14)
+    plan = planner.plan(req, min_charge_kw=mins)
+    assert planner.last_rounding is not None
+    frac, need, h = req.plugged_fraction(), req.energy_needed_kwh, req.step_h
+    assert _followable(plan.power_kw, frac, np.minimum(mins, req.max_power_kw), need, h)
+    assert_plan_respects(req, plan)
