@@ -164,7 +164,7 @@ def serve(
             log.info("openadr_ven", vtn=settings.openadr.vtn_url)
         readings3, ven3 = PlanReadings(), None  # OpenADR 3.1 VEN (off unless configured)
         if settings.openadr3 is not None and intake is not None:
-            ven3 = start_ven3(settings.openadr3, intake, readings3)
+            ven3 = start_ven3(settings.openadr3, intake, readings3, metrics.registry)
             log.info("openadr3_ven", vtn=settings.openadr3.vtn_url)
         log.info(
             "serving",
@@ -246,7 +246,7 @@ def serve(
         log.info("openadr_ven", vtn=settings.openadr.vtn_url)
     readings3, ven3 = PlanReadings(), None
     if settings.openadr3 is not None:
-        ven3 = start_ven3(settings.openadr3, intake, readings3)
+        ven3 = start_ven3(settings.openadr3, intake, readings3, metrics.registry)
         log.info("openadr3_ven", vtn=settings.openadr3.vtn_url)
     log.info("serving", mode="embedded", http_port=http.port)
     observed = 0.0

@@ -372,11 +372,20 @@ def start_ven(
     return ven
 
 
-def start_ven3(config: OpenAdr3Config, intake: LimitIntake, readings: PlanReadings) -> OpenAdr3Ven:
-    """Start the OpenADR 3.1 VEN: its limits into the intake, its reports from ``readings``."""
+def start_ven3(
+    config: OpenAdr3Config,
+    intake: LimitIntake,
+    readings: PlanReadings,
+    registry: CollectorRegistry | None = None,
+) -> OpenAdr3Ven:
+    """Start the OpenADR 3.1 VEN: its limits into the intake, its reports from ``readings``,
+    its state as metrics in ``registry``."""
     from adapters.openadr3 import OpenAdr3Ven
+    from adapters.openadr3.metrics import export_ven3_metrics
 
     ven = OpenAdr3Ven(config, intake_publisher(intake), readings)
+    if registry is not None:
+        export_ven3_metrics(ven, registry)
     ven.start()
     return ven
 

@@ -543,12 +543,13 @@ def test_gridflex_serve_runs_the_ven_when_configured(
     dso: Dso, openleadr_vtn: OpenAdr3Vtn, tmp_path: Path
 ) -> None:
     """Embedded ``gridflex serve`` with ``openadr3`` set: the VTN's event is a limit in the
-    intake's book, listed by ``GET /v1/limits`` with source ``openadr3``."""
+    intake's book, listed by ``GET /v1/limits`` with source ``openadr3``; the VEN's state is
+    in ``/metrics``."""
     _, client_id, secret = dso.ven_client("ven-e", ["feeder-f1"])
     program = dso.program("ven-e-program")
     topo = tmp_path / "topology.yaml"
     topo.write_text(TOPOLOGY)
-    api_port, token = free_port(), "dso-e-token"
+    api_port, http_port, token = free_port(), free_port(), "dso-e-token"
     tokens = [
         {
             "sha256": hashlib.sha256(token.encode()).hexdigest(),
@@ -560,7 +561,7 @@ def test_gridflex_serve_runs_the_ven_when_configured(
     env = dict(os.environ)
     env.update(
         GRIDFLEX_TOPOLOGY=str(topo),
-        GRIDFLEX_HTTP_PORT="0",
+        GRIDFLEX_HTTP_PORT=str(http_port),
         GRIDFLEX_LOG_FORMAT="json",
         GRIDFLEX_API__PORT=str(api_port),
         GRIDFLEX_API__TOKENS=json.dumps(tokens),
@@ -599,6 +600,9 @@ def test_gridflex_serve_runs_the_ven_when_configured(
             "the OpenADR 3 limit in serve's book",
             detail=lambda: log.read_text()[-3000:],
         )
+        metrics = httpx.get(f"http://127.0.0.1:{http_port}/metrics").text
+        for line in ("gridflex_openadr3_connected 1.0", "gridflex_openadr3_events 1.0"):
+            assert line in metrics.splitlines(), metrics[-2000:]
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, log.read_text()[-3000:]
