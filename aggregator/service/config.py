@@ -31,13 +31,16 @@ HISTORY = 100_000  # plan and dispatch timings kept for statistics (a deque each
 class ReserveSchedule:
     """Awarded reserve per block: ``up_kw[i]``/``down_kw[i]`` (kW, ≥ 0) hold in
     ``[start_s[i], end_s[i])`` (POSIX s, blocks sorted, not overlapping); ``base_kw``
-    (symmetric) holds outside every block. Up = the fleet may be asked to consume more."""
+    (symmetric) holds outside every block. Up = the fleet may be asked to consume more.
+    ``fcr_kw[i]`` (optional) is the symmetric FCR part of the block, the rest answers
+    setpoint requests (aFRR); without it every signal may use the whole band."""
 
     start_s: NDArray[np.float64]
     end_s: NDArray[np.float64]
     up_kw: NDArray[np.float64]
     down_kw: NDArray[np.float64]
     base_kw: float = 0.0
+    fcr_kw: NDArray[np.float64] | None = None
 
     @classmethod
     def constant(cls, reserve_kw: float) -> ReserveSchedule:
@@ -49,6 +52,11 @@ class ReserveSchedule:
         n = self.start_s.shape
         if not (self.end_s.shape == self.up_kw.shape == self.down_kw.shape == n):
             return [Issue("reserve_schedule", "one start, end, up and down per block")]
+        fcr = self.fcr_kw
+        if fcr is not None and (
+            fcr.shape != n or np.any(fcr < 0) or np.any(fcr > np.minimum(self.up_kw, self.down_kw))
+        ):
+            issues.append(Issue("reserve_schedule", "FCR part must be in [0, min(up, down)]"))
         if np.any(self.end_s <= self.start_s) or np.any(self.start_s[1:] < self.end_s[:-1]):
             issues.append(Issue("reserve_schedule", "blocks must be sorted, non-empty, disjoint"))
         if not (np.all(self.up_kw >= 0) and np.all(self.down_kw >= 0) and self.base_kw >= 0):
@@ -61,6 +69,17 @@ class ReserveSchedule:
         if i >= 0 and t_s < self.end_s[i]:
             return float(self.up_kw[i]), float(self.down_kw[i])
         return self.base_kw, self.base_kw
+
+    def band(self, t_s: float, *, fcr: bool) -> tuple[float, float]:
+        """The (up, down) band a signal may use at ``t_s``: the block's FCR part for a
+        frequency sample (``fcr=True``), the rest for a setpoint request; the whole band
+        when the schedule does not split it."""
+        up, down = self.at(t_s)
+        i = int(np.searchsorted(self.start_s, t_s, side="right")) - 1
+        if self.fcr_kw is None or i < 0 or t_s >= self.end_s[i]:
+            return up, down
+        part = float(self.fcr_kw[i])
+        return (part, part) if fcr else (up - part, down - part)
 
     def for_steps(
         self, start_s: float, step_s: float, steps: int

@@ -47,6 +47,7 @@ from aggregator.limits import LimitBook
 from aggregator.messages import (
     DsoLimitCancel,
     DsoLimitMessage,
+    FrequencySample,
     FrequencySignal,
     GridSignal,
     SessionEnded,
@@ -247,7 +248,8 @@ class Service:
     def on_frequency(self, msg: FrequencySignal) -> DispatchOutcome:
         """Fast loop: one frequency sample or aFRR request → setpoint batches."""
         self._signal = msg  # what was asked, for the pool's 1 s record (PoolSampled)
-        up_kw, down_kw = self.config.reserve.at(msg.ts.timestamp())  # awarded in this block
+        fcr = isinstance(msg, FrequencySample)  # FCR's part of the block, else aFRR's
+        up_kw, down_kw = self.config.reserve.band(msg.ts.timestamp(), fcr=fcr)
         dev = self.activation.deviation_kw(msg, max(up_kw, down_kw))
         return self.dispatch(min(max(dev, -down_kw), up_kw), source_ts=msg.ts)
 

@@ -3,7 +3,9 @@
 An :class:`Award` is what the auction accepted: MW in one direction for one block. The
 slow loop holds, per block, ``up`` (the fleet may be asked to consume more) and ``down``
 (to consume less) headroom: FCR counts in both, aFRR NEG in ``up``, aFRR POS in
-``down``; awards of several products in one block add up.
+``down``; awards of several products in one block add up, and the FCR (symmetric) part
+is kept apart (``fcr_kw``) so that the fast loop answers a frequency sample within it and
+an aFRR request within the rest.
 :func:`awards_of` takes the offers of a bid document as awarded (``rungs`` chooses which:
 the firm rung only by default), for simulations and benchmarks.
 
@@ -49,6 +51,7 @@ def reserve_schedule(awards: Iterable[Award], base_kw: float = 0.0) -> ReserveSc
     """Up/down headroom per awarded block (kW), summed over products."""
     up: dict[tuple[datetime, datetime], float] = {}
     down: dict[tuple[datetime, datetime], float] = {}
+    fcr: dict[tuple[datetime, datetime], float] = {}
     for a in awards:
         if a.direction not in ("SYM", "POS", "NEG"):
             raise ValueError(f"unknown direction {a.direction!r}")
@@ -56,6 +59,7 @@ def reserve_schedule(awards: Iterable[Award], base_kw: float = 0.0) -> ReserveSc
         kw = 1000.0 * a.volume_mw
         up[key] = up.get(key, 0.0) + (kw if a.direction in ("SYM", "NEG") else 0.0)
         down[key] = down.get(key, 0.0) + (kw if a.direction in ("SYM", "POS") else 0.0)
+        fcr[key] = fcr.get(key, 0.0) + (kw if a.direction == "SYM" else 0.0)
     keys = sorted(up)
     return ReserveSchedule(
         np.array([k[0].timestamp() for k in keys], dtype=np.float64),
@@ -63,4 +67,5 @@ def reserve_schedule(awards: Iterable[Award], base_kw: float = 0.0) -> ReserveSc
         np.array([up[k] for k in keys], dtype=np.float64),
         np.array([down[k] for k in keys], dtype=np.float64),
         base_kw=base_kw,
+        fcr_kw=np.array([fcr[k] for k in keys], dtype=np.float64),
     )

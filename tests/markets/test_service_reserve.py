@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -113,3 +114,47 @@ def test_the_fast_loop_activates_within_the_block_in_force() -> None:
     assert svc.on_frequency(AfrrRequest(ts=T17, setpoint_kw=-3.0)).deviation_kw == -3.0
     later = T17 + timedelta(hours=1, minutes=1)
     assert svc.on_frequency(AfrrRequest(ts=later, setpoint_kw=50.0)).deviation_kw == 0.0
+
+
+def test_fcr_and_afrr_in_one_block_each_answer_within_their_own_part() -> None:
+    """FCR 10 kW + aFRR NEG 20 kW in 17:00–18:00: up 30, down 10, FCR part 10. A full
+    under-frequency asks −10 (FCR only), an aFRR request of +50 gets +20 (the aFRR part),
+    of −50 gets 0 (no POS awarded)."""
+    from aggregator.interfaces import ManualClock
+    from aggregator.messages import AfrrRequest, FrequencySample, FrequencySignal
+    from aggregator.service.replica import Service
+    from tests.aggregator.service.conftest import T0 as T17
+    from tests.aggregator.service.conftest import HeldRunner, ListSink, session
+
+    class FullAsked:  # every signal asks for the full band it is handed, by its sign
+        def deviation_kw(self, signal: FrequencySignal, reserve_kw: float) -> float:
+            if isinstance(signal, FrequencySample):
+                return reserve_kw if signal.hz > 50.0 else -reserve_kw
+            assert isinstance(signal, AfrrRequest)
+            return min(max(signal.setpoint_kw, -reserve_kw), reserve_kw)
+
+    awards = [
+        Award("FCR", T17, T17 + timedelta(hours=1), "SYM", 0.01),
+        Award("aFRR", T17, T17 + timedelta(hours=1), "NEG", 0.02),
+    ]
+    sched = reserve_schedule(awards)
+    assert sched.validate() == [] and sched.fcr_kw is not None and sched.fcr_kw[0] == 10.0
+    topo = Topology((Feeder("f1", 500.0),), (Site("s1", "f1", 300.0, csms_id="cs-a"),))
+    config = ServiceConfig(horizon_s=4 * 3600.0, reserve_schedule=sched)
+    svc = Service(
+        topo,
+        config,
+        clock=ManualClock(T17),
+        sink=ListSink(),
+        runner=HeldRunner(),
+        activation=FullAsked(),
+    )
+    for i in range(4):
+        svc.handle(session(i, site="s1", csms="cs-a", t=T17))
+    svc.tick()
+    assert svc.on_frequency(FrequencySample(ts=T17, hz=49.7)).deviation_kw == -10.0
+    assert svc.on_frequency(FrequencySample(ts=T17, hz=50.3)).deviation_kw == 10.0
+    assert svc.on_frequency(AfrrRequest(ts=T17, setpoint_kw=50.0)).deviation_kw == 20.0
+    assert svc.on_frequency(AfrrRequest(ts=T17, setpoint_kw=-50.0)).deviation_kw == 0.0
+    bad = dataclasses.replace(sched, fcr_kw=np.array([50.0]))
+    assert [i.message for i in bad.validate()] == ["FCR part must be in [0, min(up, down)]"]
