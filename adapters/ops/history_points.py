@@ -8,9 +8,11 @@ target_type, target_id, source] (``limit_kw``, ``start_s``, ``end_s``, ``event_i
 ``power`` [level = site | feeder | fleet, id] (``measured_kw``, ``setpoint_kw``,
 ``cap_kw``, feeder ``headroom_kw``), and ``pool`` for the markets' 1 s record.
 
-Hook for new event types: :func:`register_event`. The markets' 1 s record event
-(``PoolSampled``, when :mod:`aggregator.service.events` has it) is registered here with
-:func:`dataclass_points`: every numeric field a field, every string field a tag.
+Hook for new event types: :func:`register_event` (:func:`dataclass_points` writes any
+frozen-dataclass event: numbers as fields, strings as tags). The markets' 1 s record
+(:class:`PoolSampled`, at most two per second) goes to ``pool`` [signal]: ``reserve_kw``,
+``baseline_kw``, ``deviation_kw``, ``setpoint_kw``, ``measured_kw``, ``hz`` or
+``afrr_setpoint_kw``.
 
 Invariants: a point never carries NaN or infinity (InfluxDB refuses them: such a field
 is left out), tag values are never empty, every point is timestamped with the event's
@@ -29,8 +31,7 @@ from typing import Any
 
 from influxdb_client import Point, WritePrecision
 
-from aggregator import service as _service
-from aggregator.messages import SetpointBatch
+from aggregator.messages import AfrrRequest, FrequencySample, SetpointBatch
 from aggregator.service.events import (
     BatchesPublished,
     LimitApplied,
@@ -38,6 +39,7 @@ from aggregator.service.events import (
     LimitRejected,
     PlanDiscarded,
     PlanMade,
+    PoolSampled,
 )
 from aggregator.topology import Topology
 
@@ -248,7 +250,21 @@ def dataclass_points(measurement: str) -> EventPoints:
     return convert
 
 
-# The markets' 1 s record: registered as soon as the service emits it (H9b's event).
-_pool_sampled = getattr(_service.events, "PoolSampled", None)
-if _pool_sampled is not None:
-    register_event(_pool_sampled, dataclass_points("pool"))
+def _pool_sampled(e: PoolSampled) -> Iterable[Point]:
+    """A row of the markets' 1 s record: the pool totals, and the signal that drove them
+    (``hz`` of a frequency sample or ``afrr_setpoint_kw`` of an aFRR request, tag
+    ``signal``); a missing measurement is left out (a gap stays a gap)."""
+    p = Point("pool")
+    for name in ("reserve_kw", "baseline_kw", "deviation_kw", "setpoint_kw", "measured_kw"):
+        v = getattr(e, name)
+        if v is not None and _finite(float(v)):
+            p = p.field(name, float(v))
+    sig = e.signal
+    if isinstance(sig, FrequencySample):
+        p = p.tag("signal", "frequency").field("hz", float(sig.hz))
+    elif isinstance(sig, AfrrRequest):
+        p = p.tag("signal", "afrr").field("afrr_setpoint_kw", float(sig.setpoint_kw))
+    yield p.time(e.at, WritePrecision.NS)
+
+
+register_event(PoolSampled, _pool_sampled)

@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client import CollectorRegistry
 
 from adapters.ops.fleet_metrics import FleetGauges
+from adapters.stream.transport import TopicPartition
+from aggregator.errors import TransientIO
 from aggregator.interfaces import ManualClock
 from aggregator.messages import SetpointBatch
 from aggregator.service.replica import Service, ServiceConfig
@@ -73,3 +75,35 @@ def test_power_and_caps_follow_the_service() -> None:
     gauges.observe(svc)
     assert value("gridflex_limit_kw", "feeder", "f1") == 20.0
     assert value("gridflex_limit_kw", "feeder", "f2") == 80.0
+
+
+class StubTransport:
+    """Two partitions per topic; this consumer holds partition 0 of each."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+
+    def partitions(self, topic: str) -> list[int]:
+        return [0, 1]
+
+    def position(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: 40 for tp in tps if tp.partition == 0}
+
+    def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        if self.fail:
+            raise TransientIO("broker gone")
+        return {tp: 100 if tp.topic == "t" else 40 for tp in tps}
+
+
+def test_consumer_lag_of_held_partitions_is_exported_and_a_failure_is_no_lag() -> None:
+    from adapters.serve.wiring import consumer_lag
+
+    lag = consumer_lag(StubTransport(), ["t", "g"])
+    assert lag == {("t", 0): 60, ("g", 0): 0}  # partition 1 is another replica's
+    registry = CollectorRegistry()
+    FleetGauges(registry).set_consumer_lag(lag)
+    got = registry.get_sample_value(
+        "gridflex_consumer_lag_records", {"topic": "t", "partition": "0"}
+    )
+    assert got == 60
+    assert consumer_lag(StubTransport(fail=True), ["t"]) == {}

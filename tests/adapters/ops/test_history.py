@@ -21,6 +21,7 @@ from adapters.ops.history import HistorySettings, InfluxHistory, points_of
 from adapters.ops.history_points import Sample, dataclass_points, register_event
 from aggregator.interfaces import ManualClock, Record, Topics
 from aggregator.messages import (
+    AfrrRequest,
     DsoLimitMessage,
     FrequencySample,
     MeterValue,
@@ -28,7 +29,7 @@ from aggregator.messages import (
     SetpointBatch,
     encode,
 )
-from aggregator.service.events import BatchesPublished
+from aggregator.service.events import BatchesPublished, PoolSampled
 from aggregator.service.replica import Service, ServiceConfig
 from aggregator.topology import Feeder, Site, Topology
 from markets.activation import ReserveActivation
@@ -182,6 +183,10 @@ def test_history_round_trip_through_the_service(influxdb_url: str) -> None:
         }
         assert activation["deviation_kw"] != 0.0  # 49.95 Hz: FCR asks the fleet to move
         assert activation["batches"] == 2
+        pool = {r["_field"]: r for r in rows("pool") if r["_time"] == sampled_at}
+        assert pool["hz"]["_value"] == pytest.approx(49.95) and pool["hz"]["signal"] == "frequency"
+        assert pool["deviation_kw"]["_value"] == pytest.approx(activation["deviation_kw"])
+        assert {"reserve_kw", "baseline_kw", "setpoint_kw"} <= set(pool)
         limits = [r for r in rows("limit") if r["_field"] == "limit_kw"]
         assert [(r["action"], r["target_id"], r["_value"]) for r in limits] == [
             ("applied", "f1", 25.0)
@@ -351,3 +356,18 @@ def test_the_tee_passes_every_batch_on_and_keeps_one_per_csms_per_quarter_sample
         tee.publish(b)
     assert inner.batches == made  # the inner sink gets everything
     assert history._latest == {"cs-a": made[0], "cs-b": made[2]}  # kept: first per 900 s
+
+
+def test_a_pool_sample_without_a_measurement_leaves_a_gap() -> None:
+    e = PoolSampled(
+        at=T0,
+        signal=AfrrRequest(ts=T0, setpoint_kw=-30.0),
+        reserve_kw=100.0,
+        baseline_kw=250.0,
+        deviation_kw=-30.0,
+        setpoint_kw=220.5,
+    )
+    (line,) = [p.to_line_protocol() for p in points_of(e, TOPO, {})]
+    assert line.startswith("pool,signal=afrr ")
+    assert "afrr_setpoint_kw=-30" in line and "setpoint_kw=220.5" in line
+    assert "measured_kw" not in line
