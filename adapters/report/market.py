@@ -27,7 +27,9 @@ from markets.record import PoolRecord
 from markets.settlement import Settlement
 
 __all__ = [
+    "band_statement",
     "prequalify_page",
+    "quarter_hour_csv",
     "settlement_charts",
     "settlement_page",
     "settlement_summary",
