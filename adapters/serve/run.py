@@ -112,6 +112,8 @@ def serve(
             )
         except ConfigError as exc:
             log.error("kafka_topics", issues=[str(i) for i in exc.issues])
+            if history is not None:
+                history.close(timeout_s=1.0)
             return 2
         http = HealthServer(
             settings.http_host,
