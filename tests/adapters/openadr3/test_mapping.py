@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.dso.intake import LATEST, event_id_issues
+from adapters.dso.intake import LATEST, event_id_issues, limit_issues
 from adapters.openadr3 import (
     OpenAdr3Config,
     OpenAdr3Target,
@@ -24,6 +24,7 @@ from adapters.openadr3 import (
     safe_mode_limits,
 )
 from adapters.openadr3.wire import Event, Notification
+from aggregator.topology import Feeder, Site, Topology
 
 NOW = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 F1 = OpenAdr3Target(type="feeder", id="f1")
@@ -259,3 +260,47 @@ def test_notifications_parse_the_vtn_shape() -> None:
         {"id": "n1", "operation": "CREATE", "objectType": "EVENT", "object": {"id": "1"}}
     )
     assert (note.operation, note.object_type, note.object["id"]) == ("CREATE", "EVENT", "1")
+
+
+TOPO = Topology(feeders=(Feeder("f1", 60.0),), sites=(Site("s1", "f1", 40.0, csms_id="c"),))
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(min_value=-7200, max_value=10**7),  # start offset from now (s)
+            st.sampled_from(["PT1S", "PT15M", "PT1H", "P1D", "P1M", "P1Y", "P9999Y"]),
+            st.floats(min_value=0.0, max_value=1e5, allow_nan=False),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.text(min_size=1, max_size=200),
+)
+def test_every_limit_the_mapping_makes_is_one_the_intake_takes(
+    intervals: list[tuple[int, str, float]], event_id: str
+) -> None:
+    """The invariant between the two: a limit published for an event never bounces off the
+    intake for its id, window, target or value (within the intake's ±1 GW range)."""
+    body = ev(
+        id=event_id,
+        targets=["feeder-f1", "site-s1"],
+        payloadDescriptors=[],
+        intervals=[
+            {
+                "id": k,
+                "intervalPeriod": {
+                    "start": (NOW + timedelta(seconds=off)).isoformat(),
+                    "duration": d,
+                },
+                "payloads": [{"type": "IMPORT_CAPACITY_LIMIT", "values": [v]}],
+            }
+            for k, (off, d, v) in enumerate(intervals)
+        ],
+    )
+    limits, issues = event_to_limits(body, CFG, NOW)
+    assert issues == []
+    assert len({m.event_id for m in limits}) == len(limits)
+    for m in limits:
+        assert limit_issues(m.to_domain(), TOPO, NOW) == []
+        assert m.start < m.end <= LATEST and m.end > NOW
