@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -258,6 +259,15 @@ def settle_command(
     out: Annotated[Path, typer.Option(help="Folder for settlement.csv and report.html")] = Path(
         "gridflex-settlement"
     ),
+    tolerance_pct: Annotated[
+        float | None, typer.Option(min=0.0, help="Band tolerance, % of the reserve (5)")
+    ] = None,
+    window_s: Annotated[
+        int | None, typer.Option(min=1, help="Rolling window of the shortfall rule, s (300)")
+    ] = None,
+    max_outside_pct: Annotated[
+        float | None, typer.Option(min=0.0, help="Share of a window allowed outside, % (5)")
+    ] = None,
 ) -> None:
     """Settle a 1 s record: per quarter-hour baseline, ordered, actual, delivered, shortfall."""
     try:
@@ -265,6 +275,12 @@ def settle_command(
     except InvalidInput as exc:
         raise _reject(exc) from None
     band = FCR_BAND if product is ProductOption.fcr else AFRR_BAND
+    if tolerance_pct is not None:
+        band = dataclasses.replace(band, tolerance_frac=tolerance_pct / 100.0)
+    if window_s is not None:
+        band = dataclasses.replace(band, window_s=window_s)
+    if max_outside_pct is not None:
+        band = dataclasses.replace(band, max_outside_frac=max_outside_pct / 100.0)
     s = settle(rec, band)
     availability = None
     if product is ProductOption.fcr:

@@ -149,6 +149,18 @@ def test_settle_prints_the_quarter_hour_table_and_writes_csv_and_html(tmp_path: 
     assert "<svg" in (out / "report.html").read_text()
 
 
+def test_settle_band_numbers_are_options(tmp_path: Path) -> None:
+    # ±10 % instead of ±5 %: the band's lower edge ends at 100 − 10 = 90 kW, so a pool
+    # giving 90 kW of the 100 ordered is compliant
+    path = tmp_path / "record.csv"
+    path.write_text(record_to_csv(_short_delivery_record()))
+    args = ["settle", str(path), "--out", str(tmp_path / "s"), "--tolerance-pct", "10"]
+    res = CliRunner().invoke(app(), args)
+    assert res.exit_code == 0, res.output
+    assert "aFRR settlement of depot: compliant" in res.output
+    assert "10% of the reserve held" in (tmp_path / "s" / "report.html").read_text()
+
+
 def test_settle_reports_a_gap(tmp_path: Path) -> None:
     path = tmp_path / "record.csv"
     path.write_text(record_to_csv(_short_delivery_record(gap=(100, 120))))
