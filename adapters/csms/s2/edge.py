@@ -23,7 +23,8 @@ answers the runner's :class:`~adapters.csms.edge.targets.EdgeTarget` calls:
 Telemetry (``session_started`` / ``meter_value`` / ``session_ended``) goes to the edge's
 buffer through ``ctx.emit("telemetry", feeder id, message)``.
 
-Settings: :class:`S2EdgeSettings` (host, port, deadband, instruction length, bearer token),
+Settings: :class:`S2EdgeSettings` (host, port, TLS / mutual TLS, bearer token, deadband,
+instruction length, heartbeat),
 from ``ctx.settings.s2`` when the edge settings carry that section, else from the
 environment (``GRIDFLEX_EDGE__S2__…``, the same names the nested section would read).
 """
@@ -31,6 +32,7 @@ environment (``GRIDFLEX_EDGE__S2__…``, the same names the nested section would
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -78,6 +80,22 @@ class S2EdgeSettings(BaseSettings):
     deadband_kw: float = Field(0.2, ge=0.0)
     bearer_token: str | None = None
     heartbeat_s: float = Field(60.0, gt=0.0)
+    certfile: str | None = None
+    keyfile: str | None = None
+    cafile: str | None = None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """``wss`` with the server certificate when ``certfile`` is set; with ``cafile`` as
+        well, mutual TLS (a client certificate signed by that CA is required)."""
+        if self.certfile is None:
+            return None
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(self.certfile, self.keyfile)
+        if self.cafile is not None:
+            ctx.load_verify_locations(self.cafile)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
 
 
 @dataclass(slots=True)
@@ -113,6 +131,7 @@ class S2Target:
             ),
             self._telemetry,
             ctx.clock,
+            ssl_context=cfg.ssl_context(),
             on_issue=self._issue,
         )
         self.port = 0

@@ -116,9 +116,11 @@ class SimRm:
         control: SimPebcControl,
         bearer_token: str | None = None,
         name: str | None = None,
+        verify_certificate: bool = True,
     ) -> None:
         self.url = url
         self.name = name or f"sim-ev-{resource_id}"
+        self.verify_certificate = verify_certificate
         self.resource_id = resource_id
         self.control = control
         self.bearer_token = bearer_token
@@ -128,7 +130,9 @@ class SimRm:
 
     async def start(self) -> None:
         """Connect and run the S2 connection in a task (raises if the CEM refuses)."""
-        self._medium = WebsocketClientMedium(self.url, bearer_token=self.bearer_token)
+        self._medium = WebsocketClientMedium(
+            self.url, verify_certificate=self.verify_certificate, bearer_token=self.bearer_token
+        )
         await self._medium.connect()
         self.connection = S2AsyncConnection(self._medium, asyncio.get_running_loop())
         details = AssetDetails(
