@@ -14,6 +14,7 @@ event without targets means :attr:`OpenAdr3Config.ven_target`.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, model_validator
@@ -68,6 +69,9 @@ class OpenAdr3Config(BaseModel):
     safe_mode_after_s: Seconds = 120.0
     """Without a successful exchange with the VTN for this long, the safe-mode limits are
     applied (until the VTN answers again)."""
+    safe_mode_file: Path | None = None
+    """Where the last safe-mode caps are kept (JSON), so that a VEN starting while its VTN
+    is unreachable still has them; ``None``: memory only."""
     targets: dict[Id, OpenAdr3Target] = Field(default_factory=dict)
     """OpenADR 3 target string → gridflex target."""
     ven_target: OpenAdr3Target | None = None

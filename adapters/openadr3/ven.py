@@ -45,7 +45,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import httpx
@@ -60,9 +60,9 @@ from adapters.openadr3.mapping import (
     is_safe_mode,
     report_body,
     safe_mode_caps,
-    safe_mode_limits,
 )
 from adapters.openadr3.push import NOTIFY_PATH, WebhookServer, WebsocketListener
+from adapters.openadr3.safemode import SafeMode
 from adapters.openadr3.wire import Event, Notification, Program, Ven
 from aggregator.errors import GridflexError, Issue, TransientIO
 from aggregator.messages import DsoLimitCancel, DsoLimitMessage
@@ -73,7 +73,6 @@ log = logging.getLogger("gridflex.openadr3")
 
 Publish = Callable[[DsoLimitMessage | DsoLimitCancel], str | None]
 ReadingsOf = Callable[[OpenAdr3Target], Readings]
-SAFE_MODE_HOLD: Final = timedelta(hours=24)
 _PAGE: Final = 50
 _MAX_BACKOFF_S: Final = 300.0
 
@@ -134,9 +133,7 @@ class OpenAdr3Ven:
         self._ven_id: str | None = None
         self._applied: dict[str, _Applied] = {}
         self._program_ids: frozenset[str] = frozenset()  # followed, as of the last poll
-        self._safe_caps: dict[OpenAdr3Target, float] = {}
-        self._safe_active_until: datetime | None = None
-        self._safe_ids: set[str] = set()
+        self._safe = SafeMode(config)
         self._last_contact: datetime | None = None
         self._connected = False
         self._last_error: str | None = None
@@ -177,8 +174,8 @@ class OpenAdr3Ven:
                 last_error=self._last_error,
                 auth_refused=self._auth_refused,
                 events=len(self._applied),
-                safe_mode_caps=len(self._safe_caps),
-                safe_mode_active=self._safe_active_until is not None,
+                safe_mode_caps=len(self._safe.caps),
+                safe_mode_active=self._safe.active,
                 polls=self._polls,
                 push_ready=self._push_ready(),
                 notifications=self._notifications,
@@ -263,8 +260,10 @@ class OpenAdr3Ven:
             self._auth_refused = False
             self._last_error = None
             self._last_contact = self._clock()
-            if self._safe_active_until is not None:
-                self._leave_safe_mode()
+            if self._safe.active:
+                for cancel in self._safe.leave(self._clock()):
+                    self._send(cancel)
+                log.info("openadr3: VTN reachable again: safe mode off")
 
     def _connect(self) -> None:
         cfg = self.config
@@ -350,7 +349,7 @@ class OpenAdr3Ven:
             for gone in [i for i in self._applied if i not in seen]:
                 self._withdraw(gone)
             if not any(is_safe_mode(e, self.config) for e in events):
-                self._safe_caps = {}
+                self._safe.set_caps({})
             self._polls += 1
 
     def _all(self, client: VtnClient, path: str, **params: Any) -> list[Any]:
@@ -386,7 +385,7 @@ class OpenAdr3Ven:
     def _apply(self, event: Event) -> None:
         if is_safe_mode(event, self.config):
             caps, issues = safe_mode_caps(event, self.config)
-            self._safe_caps = caps
+            self._safe.set_caps(caps)
             self.issues.extend(issues)
             return
         known = self._applied.get(event.id)
@@ -431,30 +430,16 @@ class OpenAdr3Ven:
     def _check_safe_mode(self, started: datetime) -> None:
         now = self._clock()
         with self._lock:
-            since = self._last_contact or started
-            offline_s = (now - since).total_seconds()
-            if offline_s < self.config.safe_mode_after_s or not self._safe_caps:
-                return
-            until = self._safe_active_until
-            if until is not None and until - now > SAFE_MODE_HOLD / 2:
-                return  # in force, not yet due for renewal
-            sent = safe_mode_limits(self._safe_caps, self.config, now, SAFE_MODE_HOLD)
-            ok = all([self._send(m) for m in sent])
-            self._safe_active_until = now + SAFE_MODE_HOLD
-            self._safe_ids = {m.event_id for m in sent}
-            log.warning(
-                "openadr3: VTN unreachable for %.0f s: safe mode on (%d caps, published=%s)",
-                offline_s,
-                len(sent),
-                ok,
-            )
-
-    def _leave_safe_mode(self) -> None:
-        for lid in sorted(self._safe_ids):
-            self._send(DsoLimitCancel(ts=self._clock(), event_id=lid, source=self.config.source))
-        self._safe_active_until = None
-        self._safe_ids = set()
-        log.info("openadr3: VTN reachable again: safe mode off")
+            offline_s = (now - (self._last_contact or started)).total_seconds()
+            limits = self._safe.due(now, offline_s)
+            if limits:
+                ok = all([self._send(m) for m in limits])
+                log.warning(
+                    "openadr3: VTN unreachable for %.0f s: safe mode on (%d caps, published=%s)",
+                    offline_s,
+                    len(limits),
+                    ok,
+                )
 
     # -------------------------------------------------------------------------- reports
 
