@@ -7,7 +7,10 @@
   here), the safe-mode caps, report bodies;
 * :mod:`adapters.openadr3.auth` — client-credentials tokens and the VTN's HTTP client;
 * :mod:`adapters.openadr3.push` — webhook callback server and websocket listener;
-* :mod:`adapters.openadr3.ven` — :class:`OpenAdr3Ven`, the VEN on its own thread.
+* :mod:`adapters.openadr3.safemode` — the failsafe caps, when they apply, their file;
+* :mod:`adapters.openadr3.ven` — :class:`OpenAdr3Ven`, the VEN on its own thread;
+* :mod:`adapters.openadr3.readings` — USAGE / BASELINE / regulation from a running service;
+* :mod:`adapters.openadr3.metrics` — the VEN's state as Prometheus gauges.
 
 Wiring, in short (``gridflex serve`` does this when ``openadr3`` is configured)::
 
