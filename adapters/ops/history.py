@@ -15,7 +15,10 @@
   left out when no sink was teed),
   ``cap_kw`` (the limit in force now) and, per feeder, ``headroom_kw``.
 
-Markets' 1 s record (and any later event type) has two hooks: :meth:`record` (the core's
+* ``pool`` — the markets' 1 s record (:class:`PoolSampled`, see
+  :mod:`adapters.ops.history_points`).
+
+Later series have two hooks: :meth:`record` (the core's
 :class:`~aggregator.interfaces.HistorySink` protocol: one point, any measurement) and
 :func:`register_event` (a converter from a new event type to points).
 
@@ -153,7 +156,9 @@ class InfluxHistory:
         self._drain_s = 8.0
         self._next_sample = 0.0
         self._plan: object = None
-        self.dropped = 0  # items lost to a full queue or a failed batch behind one
+        # each counter has one writing thread (``+=`` across threads could lose counts)
+        self._overflowed = 0  # items the full queue pushed out (service thread)
+        self._lost = 0  # points of failed batches given up (writer thread)
         self.written = 0  # points written
         self.write_errors = 0
         self.up = False  # the last write succeeded
@@ -167,7 +172,7 @@ class InfluxHistory:
     def _put(self, item: object) -> None:
         q = self._q
         if len(q) == q.maxlen:  # deque drops the oldest on append; count it
-            self.dropped += 1
+            self._overflowed += 1
         q.append(item)
 
     def emit(self, event: object) -> None:
@@ -230,6 +235,11 @@ class InfluxHistory:
         return True
 
     @property
+    def dropped(self) -> int:
+        """Items and points lost: pushed out of the full queue, or given up by the writer."""
+        return self._overflowed + self._lost
+
+    @property
     def queued(self) -> int:
         return len(self._q)
 
@@ -279,13 +289,13 @@ class InfluxHistory:
 
     def _run(self) -> None:
         pending: list[str] = []
-        mark = 0  # self.dropped when ``pending`` was taken
+        mark = 0  # self._overflowed when ``pending`` was taken
         failures = 0
         retry_at = 0.0
         while True:
             stopping = self._stop.is_set()
             if not pending:
-                pending, mark = self._take(), self.dropped
+                pending, mark = self._take(), self._overflowed
             if pending and time.monotonic() >= retry_at:
                 if self._write(pending):
                     pending, failures = [], 0
@@ -293,8 +303,8 @@ class InfluxHistory:
                         continue  # behind: write the next batch at once
                 else:
                     failures += 1
-                    if self.dropped > mark:  # the queue overflowed behind this batch
-                        self.dropped += len(pending)
+                    if self._overflowed > mark:  # the queue overflowed behind this batch
+                        self._lost += len(pending)
                         pending = []
                     backoff = min(self.settings.retry_max_s, 0.5 * 2 ** min(failures, 10))
                     retry_at = time.monotonic() + backoff
@@ -315,7 +325,7 @@ class InfluxHistory:
             healthy = self._write(pending)
             if healthy:
                 pending = []
-        self.dropped += len(pending) + len(self._q)
+        self._lost += len(pending) + len(self._q)
         self._q.clear()
 
     def _write(self, points: list[str]) -> bool:
