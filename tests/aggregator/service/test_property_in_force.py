@@ -20,7 +20,9 @@ lease lapses, the test asserts:
 
 * every EVSE a batch names belongs to that CSMS, and is in the publishing replica's fleet
   or named at 0 kW with failsafe 0 (a lease it took over);
-* every setpoint lies within the EVSE's own ``[min, max]`` (0 when it has no session);
+* every setpoint lies within the EVSE's own ``[min, max]`` (0 when it has no session),
+  and no charging setpoint or failsafe value lies strictly between 0 and the car's
+  minimum (issue 11: 3 phases × 6 A at 230 V);
 * the sums in force respect every cap in force (site import and export, feeder, fleet,
   DSO limits; caps from an independent :class:`LimitBook`), counting each EVSE at its
   setpoint or, once its lease lapsed, its failsafe value;
@@ -66,6 +68,7 @@ from markets.activation import ReserveActivation
 T0 = datetime(2026, 2, 2, 8, 0, tzinfo=UTC)
 TOPICS = Topics()
 TOL_KW = 1e-6
+MIN_CHARGE_KW = 3 * 6.0 * 230.0 / 1000.0  # the default AC session's minimum (issue 11)
 TOPO = Topology(
     feeders=(Feeder("F1", 45.0), Feeder("F2", 30.0)),
     sites=(
@@ -223,6 +226,10 @@ class World:
                 raise Violation(f"{evse}: setpoint {p} kW outside its own [{lo}, {hi}] kW")
             if not 0.0 <= fs <= CONFIG.failsafe_kw + TOL_KW:
                 raise Violation(f"{evse}: failsafe {fs} kW")
+            # a car follows 0 or at least its minimum (3 phases × 6 A × 230 V by default)
+            m = min(MIN_CHARGE_KW, s.max_kw) if s is not None else 0.0
+            if TOL_KW < p < m - TOL_KW or TOL_KW < fs < m - TOL_KW:
+                raise Violation(f"{evse}: {p} kW / failsafe {fs} kW between 0 and {m} kW")
 
     def check_in_force(self, at: datetime) -> None:
         """The sums in force at ``at`` (leases, then failsafe) against the caps in force."""
