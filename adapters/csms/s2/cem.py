@@ -139,6 +139,7 @@ class S2Cem:
             self.settings.port,
             ssl=self.ssl_context,
             process_request=self._authorise,
+            compression=None,  # small frames: permessage-deflate costs CPU and saves little
         )
         return self.port
 
