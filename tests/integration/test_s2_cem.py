@@ -243,3 +243,34 @@ def test_a_reconnect_replaces_the_older_link_and_ends_its_session() -> None:
         await cem.close()
 
     asyncio.run(scenario())
+
+
+def test_a_plan_envelope_goes_out_one_element_per_step() -> None:
+    from aggregator.pebc import PowerEnvelope
+
+    async def scenario() -> None:
+        rid = uuid.uuid4()
+        cem = _cem([rid], [])
+        port = await cem.start()
+        control = ev(upper_kw=(0.0, 11.0))
+        peer = rm(port, control, rid=rid)
+        await peer.start()
+        try:
+            await until(lambda: (s := cem.session("evse-0")) and s.session_id, 10, "session")
+            start = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=15)
+            env = PowerEnvelope.of(start, 900.0, [0.0, 0.0, 0.0], [11.0, 3.7, 7.4])
+            assert await cem.send_plan("evse-0", env) is not None
+            assert await cem.send_plan("evse-9", env) is None  # not connected
+            (ins,) = await until(lambda: control.instructions, 10, "plan instruction")
+            assert ins.execution_time == start
+            els = ins.power_envelopes[0].power_envelope_elements
+            assert [(e.duration.root, e.upper_limit) for e in els] == [
+                (900_000, 11000.0),
+                (900_000, 3700.0),
+                (900_000, 7400.0),
+            ]
+        finally:
+            await peer.stop()
+            await cem.close()
+
+    asyncio.run(scenario())
