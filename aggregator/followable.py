@@ -14,8 +14,9 @@ activation) and for the plan (:mod:`aggregator.planning.rounding`, per step):
    room for it — the room is what the caps leave after step 1, so a round-up never breaks
    a cap. :func:`fits` does this in numpy (sort + grouped cumulative sums), no Python loop
    per EVSE. Optionally a per-site *budget* (the power step 1 freed there) stops the
-   round-ups once they have given the site back what it lost, so the total stays close to
-   the continuous one (the "time sharing" of a site's power among its cars).
+   round-ups once they have given the site back what it lost (nearest rounding: within
+   half a minimum), so the total stays close to the continuous one (the "time sharing"
+   of a site's power among its cars; the fast loop uses it, the plan does not).
 
 Priority is the caller's: the fast loop puts cars inside their minimum on-time first,
 then the cars that have waited longest since they last charged (fair rotation); the plan
@@ -147,10 +148,10 @@ def fits(
     while the accepted increments before them and their own fit the site's room (per phase
     too, with ``phase_w`` the share of power on each phase). With ``budget_kw`` (per site),
     a candidate not ``forced`` is accepted only while the increments before it at its site
-    are below the budget (a site gets back about what rounding down took, at most one
-    minimum more). Where a feeder's, then the fleet's, accepted increments exceed its room,
-    each of its sites keeps the same fraction of its accepted total (highest priority
-    first). One sort of the candidates; no Python loop over them.
+    plus half its own increment are below the budget (a site gets back what rounding down
+    took to within half a minimum). Where a feeder's, then the fleet's, accepted
+    increments exceed its room, each of its sites keeps the same fraction of its accepted
+    total (highest priority first). One sort of the candidates; no Python loop over them.
     """
     c = inc_kw.shape[0]
     if c == 0:
@@ -159,7 +160,7 @@ def fits(
     cs = _run_cumsum(inc_kw, *major)
     ok = cs <= room.site_kw[site]
     if budget_kw is not None:
-        under = (cs - inc_kw) < budget_kw[site] - _EPS
+        under = (cs - 0.5 * inc_kw) < budget_kw[site] - _EPS  # nearest: ± half a minimum
         ok &= under if forced is None else (under | forced)
     if room.site_phase_kw is not None and phase_w is not None:
         cs3 = _run_cumsum(inc_kw[:, None] * phase_w, *major)

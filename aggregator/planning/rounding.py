@@ -8,10 +8,11 @@ by default, ``min_charge_kw`` per session). :func:`round_plan` rounds a plan ste
 * charging values in ``(0, min)`` are rounded down to 0 (never breaks a cap);
 * paused cars are then rounded up to their minimum in priority order — the car furthest
   behind its planned cumulative energy first (fair rotation: a car paused now is ahead in
-  the queue next step) — while its site (kW and each phase), feeder and the fleet keep
-  room, and while the site has not got back what rounding down took there (its *budget*:
-  at most one minimum more). This is time-sharing: six cars planned at 2 kW with a 4 kW
-  minimum become three cars at 4 kW, rotated every step;
+  the queue next step, and among equals the one leaving first) — while its site (kW and
+  each phase), feeder and the fleet keep room; cars above their minimum give up some of
+  it when that makes room (no per-site budget here: the energy each car still needs
+  bounds the round-ups). This is time-sharing: six cars planned at 2 kW on a 12.5 kW
+  site with a 4.14 kW minimum become three cars at 4.14 kW, rotated step by step;
 * a car whose remaining energy is less than a step at its minimum gets exactly that
   remaining energy (it charges at its minimum and stops when full, so the step's average
   lies below the minimum): the only values in ``(0, min)`` of a rounded plan.
