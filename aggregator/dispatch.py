@@ -42,13 +42,14 @@ planned reserve, the shares follow the headroom of the whole fleet.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
 
-from aggregator.followable import Caps3, Hysteresis, round_semi_continuous
+from aggregator.followable import Caps3, Hysteresis, PhaseIndex, round_semi_continuous
 from aggregator.messages import FrequencySignal
 
 __all__ = ["Activation", "DispatchFrame", "Dispatcher", "NoActivation", "limit_excess_kw"]
@@ -101,6 +102,8 @@ class DispatchFrame:
     phase_w: NDArray[np.float64] | None = None  # slots × 3
     site_phase_cap_kw: NDArray[np.float64] | None = None  # sites × 3, import
     site_round_cap_kw: NDArray[np.float64] | None = None  # sites: round-ups stay below
+    site_feeder: NDArray[np.intp] | None = None  # feeder of each site
+    phase_index: PhaseIndex | None = None  # phase loads per site, one sum (with phase caps)
 
     @property
     def reserve_up_kw(self) -> float:
@@ -191,7 +194,7 @@ def _push_to_lower(
 def _shrink_phases(
     p: NDArray[np.float64],
     slot_site: NDArray[np.intp],
-    phase_w: NDArray[np.float64],
+    index: PhaseIndex,
     cap: NDArray[np.float64],
 ) -> None:
     """In place: scale every site whose import on a phase exceeds ``cap`` toward 0.
@@ -199,11 +202,7 @@ def _shrink_phases(
     Phase caps bound import only: export stays within the kW export cap and each V2G
     session's own bounds. Lowering any member never raises a phase's import (weights ≥ 0).
     """
-    n = cap.shape[0]
-    load = np.stack(
-        [np.bincount(slot_site, weights=p * phase_w[:, k], minlength=n) for k in range(3)],
-        axis=1,
-    )
+    load = index.load(p)
     bad = load > cap
     if not bad.any():
         return
@@ -285,6 +284,10 @@ class Dispatcher:
             if site_phase_cap_kw is None or phase_w is None
             else np.maximum(tight(site_phase_cap_kw), 0.0),
             site_round_cap_kw=site_round_cap_kw,
+            site_feeder=site_feeder,
+            phase_index=None
+            if site_phase_cap_kw is None or phase_w is None
+            else PhaseIndex.of(slot_site, phase_w, n_sites),
         )
         self.frame = frame
         return frame
@@ -335,19 +338,24 @@ class Dispatcher:
         n = p.shape[0]
         want: NDArray[np.bool_] = np.zeros(n, dtype=np.bool_)
         held_on = held_off = None
-        priority = p.copy()
+        priority: NDArray[np.float64] | Callable[[NDArray[np.intp]], NDArray[np.float64]] = p
         if now_s is not None:
             h = self.hysteresis
             h.size(n)
             if zero is not None:
                 h.reset(zero)
-            held_off, held_on, waited = h.view(n, now_s)
-            held_on = held_on & (f.hi_kw > 0.0)
+            held_off, held_on = h.view(n, now_s)
+            held_on &= f.hi_kw > 0.0
             if zero is not None:
                 held_on &= ~zero
             want = held_on
-            # seconds waited (capped at 10 days), cars held on first, then the larger value
-            priority = np.where(held_on, 2e6, np.minimum(waited, 864_000.0)) + 1e-3 * p
+            on_hold = held_on
+
+            def priority(slots: NDArray[np.intp]) -> NDArray[np.float64]:
+                # cars held on first, then seconds waited (fair rotation), then the value
+                waited = np.where(on_hold[slots], 2e6, h.waited_s(slots, now_s))
+                return waited + 1e-3 * p[slots]
+
         round_semi_continuous(
             p,
             min_kw=m,
@@ -370,6 +378,8 @@ class Dispatcher:
             forced=held_on,
             blocked=held_off,
             export_kw=f.site_export_kw if float(f.lo_kw.min(initial=0.0)) < 0.0 else None,
+            site_feeder=f.site_feeder,
+            phase_index=f.phase_index,
         )
         if now_s is not None:
             self.hysteresis.update(p, m, now_s)
@@ -380,8 +390,8 @@ class Dispatcher:
         if not p.size:
             return
         _shrink(p, f.slot_site, np.maximum(f.site_cap_kw, 0.0), -f.site_export_kw)
-        if f.phase_w is not None and f.site_phase_cap_kw is not None:
-            _shrink_phases(p, f.slot_site, f.phase_w, f.site_phase_cap_kw)
+        if f.phase_index is not None and f.site_phase_cap_kw is not None:
+            _shrink_phases(p, f.slot_site, f.phase_index, f.site_phase_cap_kw)
         _shrink(p, f.slot_feeder, np.maximum(f.feeder_cap_kw, 0.0), None)
         _shrink(p, None, np.asarray(max(f.fleet_cap_kw, 0.0)), None)
         # caps below zero can only be met by V2G export: best effort, down to each lo

@@ -35,12 +35,20 @@ nor any member above ``max(before, min_kw)``; discharging (V2G) values are left 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["Caps3", "Hysteresis", "fits", "group_cumsum", "round_semi_continuous"]
+__all__ = [
+    "Caps3",
+    "Hysteresis",
+    "PhaseIndex",
+    "fits",
+    "group_cumsum",
+    "round_semi_continuous",
+]
 
 _EPS = 1e-9
 
@@ -54,6 +62,36 @@ class Caps3:
     feeder_kw: NDArray[np.float64]
     fleet_kw: float
     site_phase_kw: NDArray[np.float64] | None = None
+
+
+@dataclass(frozen=True)
+class PhaseIndex:
+    """Each site's load on L1, L2, L3 with one sum over the slots.
+
+    A fleet has few distinct phase rows (a third each; all on L1, L2 or L3; all on every
+    phase when unknown): the power is summed per (site, row) with one ``bincount`` and
+    turned into phase loads with a small product. Built once per frame.
+    """
+
+    key: NDArray[np.intp]  # per slot: site × rows + its row
+    rows: NDArray[np.float64]  # distinct phase rows × 3
+    n_sites: int
+
+    @classmethod
+    def of(
+        cls, slot_site: NDArray[np.intp], phase_w: NDArray[np.float64], n_sites: int
+    ) -> PhaseIndex:
+        if not phase_w.shape[0]:
+            return cls(slot_site.copy(), np.zeros((1, 3)), n_sites)
+        rows, inv = np.unique(phase_w, axis=0, return_inverse=True)
+        return cls((slot_site * rows.shape[0] + inv.reshape(-1)).astype(np.intp), rows, n_sites)
+
+    def load(self, p: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Per site and phase, the summed ``p`` (sites × 3)."""
+        r = self.rows.shape[0]
+        per = np.bincount(self.key, weights=p, minlength=self.n_sites * r)
+        out: NDArray[np.float64] = per.reshape(self.n_sites, r) @ self.rows
+        return out
 
 
 def group_cumsum(
@@ -163,8 +201,15 @@ def fits(
         under = (cs - 0.5 * inc_kw) < budget_kw[site] - _EPS  # nearest: ± half a minimum
         ok &= under if forced is None else (under | forced)
     if room.site_phase_kw is not None and phase_w is not None:
-        cs3 = _run_cumsum(inc_kw[:, None] * phase_w, *major)
-        ok &= np.all(cs3 <= room.site_phase_kw[site], axis=1)
+        # a phase carries at most the whole increment: only sites whose candidates could
+        # exceed their tightest phase room need the per-phase running sums
+        n_sites = room.site_phase_kw.shape[0]
+        worst = np.bincount(site, weights=inc_kw, minlength=n_sites)
+        sub = np.flatnonzero((worst > room.site_phase_kw.min(axis=1))[site])
+        if sub.size:
+            s_major = _site_major(site[sub], priority[sub])
+            cs3 = _run_cumsum(inc_kw[sub, None] * phase_w[sub], *s_major)
+            ok[sub] &= np.all(cs3 <= room.site_phase_kw[site[sub]], axis=1)
     _cut(ok, inc_kw, feeder, site, room.feeder_kw, major)
     _cut(ok, inc_kw, np.zeros(c, dtype=np.intp), site, np.asarray([room.fleet_kw]), major)
     return ok
@@ -176,12 +221,19 @@ def _room(
     slot_feeder: NDArray[np.intp],
     caps: Caps3,
     phase_w: NDArray[np.float64] | None,
+    site: NDArray[np.float64],
+    site_feeder: NDArray[np.intp] | None,
+    phase_index: PhaseIndex | None = None,
 ) -> Caps3:
     n_sites, n_feeders = caps.site_kw.shape[0], caps.feeder_kw.shape[0]
-    site = np.bincount(slot_site, weights=p, minlength=n_sites)
-    feeder = np.bincount(slot_feeder, weights=p, minlength=n_feeders)
+    if site_feeder is not None:
+        feeder = np.bincount(site_feeder, weights=site, minlength=n_feeders)
+    else:
+        feeder = np.bincount(slot_feeder, weights=p, minlength=n_feeders)
     phase = None
-    if caps.site_phase_kw is not None and phase_w is not None:
+    if caps.site_phase_kw is not None and phase_index is not None:
+        phase = caps.site_phase_kw - phase_index.load(p)
+    elif caps.site_phase_kw is not None and phase_w is not None:
         load = np.stack(
             [
                 np.bincount(slot_site, weights=p * phase_w[:, k], minlength=n_sites)
@@ -191,7 +243,7 @@ def _room(
         )
         phase = caps.site_phase_kw - load
     return Caps3(
-        caps.site_kw - site, caps.feeder_kw - feeder, caps.fleet_kw - float(p.sum()), phase
+        caps.site_kw - site, caps.feeder_kw - feeder, caps.fleet_kw - float(site.sum()), phase
     )
 
 
@@ -200,7 +252,7 @@ def round_semi_continuous(
     *,
     min_kw: NDArray[np.float64],
     want: NDArray[np.bool_],
-    priority: NDArray[np.float64],
+    priority: NDArray[np.float64] | Callable[[NDArray[np.intp]], NDArray[np.float64]],
     slot_site: NDArray[np.intp],
     slot_feeder: NDArray[np.intp],
     caps: Caps3,
@@ -209,6 +261,8 @@ def round_semi_continuous(
     blocked: NDArray[np.bool_] | None = None,
     budget: bool = True,
     export_kw: NDArray[np.float64] | None = None,
+    site_feeder: NDArray[np.intp] | None = None,
+    phase_index: PhaseIndex | None = None,
 ) -> NDArray[np.bool_]:
     """In place: make ``p`` semi-continuous (see the module docstring); returns the slots
     rounded up to their minimum.
@@ -220,7 +274,9 @@ def round_semi_continuous(
     minimum is not held off, so a lifted limit is released at once). ``caps``
     are the import caps (room is computed here). ``export_kw`` (per site) restores a
     site's export cap that rounding a charging car down could break when V2G cars export
-    there (their discharge is reduced).
+    there (their discharge is reduced). ``priority`` is per slot, or a function giving it
+    for the candidates' slots (evaluated before any value changes); ``site_feeder`` (the
+    feeder of each site) saves sums over all slots.
     """
     small = (p > _EPS) & (p < min_kw - _EPS)
     i_down = np.flatnonzero(small)
@@ -231,16 +287,21 @@ def round_semi_continuous(
     if not i_down.size and not idx.size:
         return cand
     n_sites = caps.site_kw.shape[0]
+    prio = priority(idx) if callable(priority) else priority[idx]
     freed: NDArray[np.float64] = np.bincount(
         slot_site[i_down], weights=p[i_down], minlength=n_sites
     ).astype(np.float64, copy=False)
     p[i_down] = 0.0
-    if export_kw is not None:
+    site_sum: NDArray[np.float64] = np.bincount(slot_site, weights=p, minlength=n_sites).astype(
+        np.float64, copy=False
+    )
+    if export_kw is not None and bool(np.any(site_sum < -export_kw)):
         _restore_export(p, slot_site, export_kw)
+        site_sum = np.bincount(slot_site, weights=p, minlength=n_sites).astype(np.float64)
     up = np.zeros(p.shape[0], dtype=np.bool_)
     if not idx.size:
         return up
-    room = _room(p, slot_site, slot_feeder, caps, phase_w)
+    room = _room(p, slot_site, slot_feeder, caps, phase_w, site_sum, site_feeder, phase_index)
     # time sharing: cars running above their minimum may give some of it up, so that a
     # paused car gets its minimum even when its site, feeder or the fleet is full (no
     # group's import grows past its room: what the round-ups add beyond the room is taken
@@ -249,7 +310,10 @@ def round_semi_continuous(
     slack *= min_kw > _EPS
     n_feeders = caps.feeder_kw.shape[0]
     slack_site = np.bincount(slot_site, weights=slack, minlength=n_sites)
-    slack_feeder = np.bincount(slot_feeder, weights=slack, minlength=n_feeders)
+    if site_feeder is not None:
+        slack_feeder = np.bincount(site_feeder, weights=slack_site, minlength=n_feeders)
+    else:
+        slack_feeder = np.bincount(slot_feeder, weights=slack, minlength=n_feeders)
     with_slack = Caps3(
         room.site_kw + slack_site,
         room.feeder_kw + slack_feeder,
@@ -258,7 +322,7 @@ def round_semi_continuous(
     )
     ok = fits(
         min_kw[idx],
-        priority[idx],
+        prio,
         slot_site[idx],
         slot_feeder[idx],
         with_slack,
@@ -266,12 +330,13 @@ def round_semi_continuous(
         budget_kw=freed if budget else None,
         forced=None if forced is None else forced[idx],
     )
-    up[idx[ok]] = True
-    if ok.any():
+    took = idx[ok]
+    up[took] = True
+    if took.size:
         add = np.zeros(p.shape[0])
-        add[idx[ok]] = min_kw[idx[ok]]
+        add[took] = min_kw[took]
         _give_up_slack(p, slack, add, slot_site, slot_feeder, room)
-    p[up] = min_kw[up]
+        p[took] = min_kw[took]
     return up
 
 
@@ -382,16 +447,18 @@ class Hysteresis:
         self.off_until_s[:m][slots] = 0.0
         self.last_on_s[:m][slots] = -np.inf
 
-    def view(
-        self, n: int, now_s: float
-    ) -> tuple[NDArray[np.bool_], NDArray[np.bool_], NDArray[np.float64]]:
-        """``(held_off, held_on, waited_s)`` for the first ``n`` slots at ``now_s``."""
+    def view(self, n: int, now_s: float) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+        """``(held_off, held_on)`` for the first ``n`` slots at ``now_s``."""
         self.size(n)
         on = self.on[:n]
-        held_off = ~on & (self.off_until_s[:n] > now_s)
-        held_on = on & (self.on_until_s[:n] > now_s)
-        waited = now_s - self.last_on_s[:n]
-        return held_off, held_on, np.where(on, 0.0, np.minimum(waited, 1e12))
+        held_off = (self.off_until_s[:n] > now_s) & ~on
+        held_on = (self.on_until_s[:n] > now_s) & on
+        return held_off, held_on
+
+    def waited_s(self, slots: NDArray[np.intp], now_s: float) -> NDArray[np.float64]:
+        """Seconds since ``slots`` last charged (0 while on; at most 10 days)."""
+        waited = np.minimum(now_s - self.last_on_s[slots], 864_000.0)
+        return np.where(self.on[slots], 0.0, waited)
 
     def update(self, p: NDArray[np.float64], min_kw: NDArray[np.float64], now_s: float) -> None:
         """Record the setpoints ``p`` sent at ``now_s``."""
