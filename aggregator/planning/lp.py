@@ -10,17 +10,19 @@ Columns (``v``), in this order (:class:`Layout` holds the offsets):
 * ``x`` (k): power of entry (session ``j``, step ``t``), bounds ``[min·frac, max·frac]``;
 * ``site`` (one per *occupied* site-step: a session is plugged in there; an empty
   site-step has power and reserve 0 and no columns — the demo's LP shrinks from 13 k to
-  ~4 k rows), ``feeder`` (F·T), ``fleet`` (T): sums of ``x`` per site, feeder and step,
-  each defined by one equality row. Without a reserve the caps are their column
-  bounds. Every ``x`` is then in two rows only (its session's energy row and its
-  site-step row): the structure of the flow EV → site/step → feeder/step → fleet/step;
+  ~4 k rows; without a reserve or grid rows, only those whose cap can bind, see
+  :func:`_binding_site_steps`), ``feeder`` (F·T), ``fleet`` (T): sums of ``x`` per site,
+  feeder and step, each defined by one equality row. Without a reserve the caps are their
+  column bounds. Every ``x`` is then in two rows only (its session's energy row and its
+  site-step or feeder-step row): the flow EV → site/step → feeder/step → fleet/step;
 * with a reserve: ``ru``, ``rd`` (per occupied site-step, ≥ 0) and ``miss`` (2·T, ≥ 0, priced);
 * V2G: a running energy ``c`` per V2G entry (bounds ``[-budget_j, need_j]``, one row
   ``c_e - c_{e-1} - h·x_e = 0``: linear in the session length, not quadratic) and a
   discharge ``dch ≥ -x`` (priced for degradation);
 * ``worst`` (fairness), ``peak``, ``ramp`` (T-1) when their weights are > 0.
 
-* ``short`` (n, ≥ 0): the priced shortfall of each session. (Eliminating it — its
+* ``short`` (n, in ``[0, need]``): the priced shortfall of each session, in one energy
+  row per session ``Σ h·x + short = need``. (Eliminating it — its
   price moved onto ``x`` — is exact but made HiGHS's dual simplex take 72 k instead of
   48 k iterations at 10 000 × 96, so it stays.)
 
@@ -35,8 +37,9 @@ columns (every site moves every line's loading a little) and rarely binding, so 
 HiGHS solver adds only the violated ones and re-solves from its basis until none is
 violated (constraint generation; same optimum, measured ~?× faster on the demo).
 
-Invariants: the matrix depends only on the request's structure and ``need`` (fairness
-rows); every other input is a bound or a cost. Caps at or above ``NO_LIMIT_KW`` are no
+Invariants: the matrix depends only on the request's structure, ``need`` (fairness
+rows) and which site caps can bind; every other input is a bound or a cost (a re-plan
+whose matrix differs is solved afresh, never hot-started). Caps at or above ``NO_LIMIT_KW`` are no
 limit (infinite bound).
 """
 
@@ -203,6 +206,39 @@ def _ar(s: slice) -> NDArray[np.intp]:
     return np.arange(s.start, s.stop, dtype=np.intp)
 
 
+def _binding_site_steps(
+    req: PlanRequest,
+    idx: Index,
+    occ: NDArray[np.intp],
+    site_row_full: NDArray[np.intp],
+    site_cap_full: NDArray[np.float64],
+    site_exp_full: NDArray[np.float64],
+) -> NDArray[np.intp]:
+    """The occupied site-steps whose caps can bind, i.e. that need a column and a row.
+
+    A site-step whose import cap is at least the sum of its sessions' maximum powers (and
+    whose export cap is at most the sum of their negative minima) can never bind: its
+    entries feed the feeder row directly (what HiGHS's presolve does, but kept for the hot
+    start, which runs without presolve; at 10 000 × 96 it halves the rows). With a reserve or grid
+    rows every occupied site-step keeps its column: both refer to site power.
+    """
+    sc = req.site_constraints
+    if req.has_reserve or (sc is not None and sc.matrix.shape[0]) or not occ.size:
+        return occ
+    pos = np.full(site_cap_full.size, -1, dtype=np.intp)
+    pos[occ] = np.arange(occ.size, dtype=np.intp)
+    where = pos[site_row_full]
+    # bounds over any plugged fraction in [0, 1], so that a re-plan that only moves the
+    # fractions (a step boundary) keeps the matrix and its hot start
+    hi_kw = np.maximum(req.max_power_kw, 0.0)[idx.sess_of]
+    lo_kw = np.minimum(req.min_power_kw, 0.0)[idx.sess_of]
+    hi = np.bincount(where, weights=hi_kw, minlength=occ.size)
+    lo = np.bincount(where, weights=lo_kw, minlength=occ.size)
+    tol = 1e-9 * np.maximum(1.0, np.abs(hi))
+    can_bind = (site_cap_full[occ] < hi + tol) | (site_exp_full[occ] > lo - tol)
+    return occ[can_bind]
+
+
 def build_lp(req: PlanRequest, idx: Index) -> LpModel:
     """The planning problem of ``req`` in matrix form (see the module docstring)."""
     n, t, s_n, f_n = req.n_sessions, req.steps, req.n_sites, req.n_feeders
@@ -217,6 +253,7 @@ def build_lp(req: PlanRequest, idx: Index) -> LpModel:
     site_exp_full = -cap_bound(req.caps.site_export_kw).ravel()
     zero_breaks = np.flatnonzero((site_cap_full < 0) | (site_exp_full > 0))
     occ = np.union1d(site_row_full, zero_breaks).astype(np.intp)
+    occ = _binding_site_steps(req, idx, occ, site_row_full, site_cap_full, site_exp_full)
     n_st = int(occ.size)
     pos_of_st = np.full(s_n * t, -1, dtype=np.intp)
     pos_of_st[occ] = np.arange(n_st, dtype=np.intp)
@@ -238,10 +275,11 @@ def build_lp(req: PlanRequest, idx: Index) -> LpModel:
     # energy: Σ h·x ≤ need and Σ h·x + short ≥ need
     sess = np.arange(n, dtype=np.intp)
     short = sess + lay.short.start
-    col_lo[lay.short] = 0.0
+    # one equality row: Σ h·x + short = need with 0 ≤ short ≤ need (Σ h·x ≤ need is then
+    # short ≥ 0; a priced short never exceeds the gap, so the optimum is the same)
+    col_lo[lay.short], col_hi[lay.short] = 0.0, need
     cost[lay.short] = w.shortfall_eur_per_kwh
-    rows.add(n, [(idx.sess_of, xcol, np.full(k, h))], -np.inf, need)
-    rows.add(n, [(idx.sess_of, xcol, np.full(k, h)), (sess, short, 1.0)], need, np.inf)
+    rows.add(n, [(idx.sess_of, xcol, np.full(k, h)), (sess, short, 1.0)], need, need)
     if lay.worst is not None:  # short ≤ need·worst + 1e-9
         rows.add(n, [(sess, short, 1.0), (sess, np.full(n, lay.worst), -need)], -np.inf, 1e-9)
         col_lo[lay.worst], col_hi[lay.worst] = 0.0, np.inf
@@ -250,12 +288,19 @@ def build_lp(req: PlanRequest, idx: Index) -> LpModel:
     # site, feeder and fleet sums (site-major: site × T + step)
     st = np.arange(n_st, dtype=np.intp)  # local index of an occupied site-step
     site_row = pos_of_st[site_row_full]
-    rows.add(n_st, [(site_row, xcol, 1.0), (st, st + lay.site.start, -1.0)], 0.0, 0.0)
+    in_st = site_row >= 0  # entries of a site-step without a column feed the feeder row
+    rows.add(n_st, [(site_row[in_st], xcol[in_st], 1.0), (st, st + lay.site.start, -1.0)], 0.0, 0.0)
     feeder_of_st = (req.site_feeder[occ // t] * t + occ % t) if t else occ
     ft = np.arange(f_n * t, dtype=np.intp)
+    direct = ~in_st
+    feeder_of_x = req.site_feeder[req.session_site[idx.sess_of[direct]]] * t + idx.step_of[direct]
     rows.add(
         f_n * t,
-        [(feeder_of_st, st + lay.site.start, 1.0), (ft, ft + lay.feeder.start, -1.0)],
+        [
+            (feeder_of_st, st + lay.site.start, 1.0),
+            (feeder_of_x, xcol[direct], 1.0),
+            (ft, ft + lay.feeder.start, -1.0),
+        ],
         0.0,
         0.0,
     )
