@@ -56,10 +56,20 @@ __all__ = [
 ]
 
 
+# ServiceConfig fields that are not settings: the awarded reserve per block comes from the
+# market's award (``gridflex market``), not from the environment; a replica started from
+# settings holds the constant ``reserve_kw``.
+NOT_SETTINGS = frozenset({"reserve_schedule"})
+
+
+def _settable() -> list[dataclasses.Field[Any]]:
+    return [f for f in dataclasses.fields(ServiceConfig) if f.name not in NOT_SETTINGS]
+
+
 def _service_fields() -> dict[str, Any]:
     hints = get_type_hints(ServiceConfig)
     out: dict[str, Any] = {}
-    for f in dataclasses.fields(ServiceConfig):
+    for f in _settable():
         factory = f.default_factory
         default = factory() if callable(factory) else f.default
         out[f.name] = (hints[f.name], default)
@@ -70,9 +80,7 @@ class _ServiceBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     def config(self) -> ServiceConfig:
-        return ServiceConfig(
-            **{f.name: getattr(self, f.name) for f in dataclasses.fields(ServiceConfig)}
-        )
+        return ServiceConfig(**{f.name: getattr(self, f.name) for f in _settable()})
 
 
 # Every field of the service's own config, with its defaults: one source of truth, so a new
