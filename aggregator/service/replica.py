@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
-from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
@@ -69,7 +68,6 @@ from aggregator.service.events import (
     LimitCancelled,
     LimitRejected,
     NullSink,
-    PoolSampled,
     ServiceEvent,
     ServiceStatus,
     SessionChanged,
@@ -81,28 +79,12 @@ from aggregator.service.planrunner import (
     PlanRunner,
 )
 from aggregator.service.plans import PlanDesk
+from aggregator.service.poolrecord import PoolSampler
 from aggregator.service.request import plan_request
+from aggregator.service.views import DispatchOutcome, feeder_headroom_kw, measured_power_kw
 from aggregator.topology import Topology
 
-__all__ = [
-    "HISTORY",
-    "DispatchOutcome",
-    "PriceSeries",
-    "Service",
-    "ServiceConfig",
-    "ServiceStatus",
-]
-
-
-@dataclass(frozen=True)
-class DispatchOutcome:
-    """What one fast-loop run did: setpoints per slot and the deviation asked for."""
-
-    setpoints_kw: NDArray[np.float64]
-    baseline_kw: NDArray[np.float64]
-    deviation_kw: float
-    batches: int
-    elapsed_s: float
+__all__ = ["HISTORY", "DispatchOutcome", "PriceSeries", "Service", "ServiceConfig", "ServiceStatus"]
 
 
 class Service:
@@ -160,9 +142,7 @@ class Service:
         self._seq: Counter[str] = Counter()
         self._last_dispatch: datetime | None = None
         self._last_deviation_kw = 0.0
-        self._signal: FrequencySignal | None = None  # newest signal not yet in a PoolSampled
-        self._sampled_s = -1  # the whole second of the last PoolSampled
-        self._sampled_signal = False  # … and whether it carried a signal
+        self.pool = PoolSampler()  # the market's 1 s record (PoolSampled events)
         self._published_fleet_version = -1
         self._publish_due = False
 
@@ -247,7 +227,7 @@ class Service:
 
     def on_frequency(self, msg: FrequencySignal) -> DispatchOutcome:
         """Fast loop: one frequency sample or aFRR request → setpoint batches."""
-        self._signal = msg  # what was asked, for the pool's 1 s record (PoolSampled)
+        self.pool.asked(msg)  # what was asked, for the pool's 1 s record
         fcr = isinstance(msg, FrequencySample)  # FCR's part of the block, else aFRR's
         up_kw, down_kw = self.config.reserve.band(msg.ts.timestamp(), fcr=fcr)
         dev = self.activation.deviation_kw(msg, max(up_kw, down_kw))
@@ -260,15 +240,7 @@ class Service:
 
     def measured_power_kw(self) -> dict[str, float]:
         """Measured power of the live sessions per site, feeder (by id) and ``"fleet"``."""
-        f, topo = self.fleet, self.topology
-        n = f.n_slots
-        live = np.where(f.active[:n], f.power_kw[:n], 0.0)
-        site = np.bincount(f.site[:n], weights=live, minlength=topo.n_sites)
-        feeder = np.bincount(topo.site_feeder, weights=site, minlength=topo.n_feeders)
-        kw = {s.site_id: float(site[i]) for i, s in enumerate(topo.sites)}
-        kw.update({fd.feeder_id: float(feeder[i]) for i, fd in enumerate(topo.feeders)})
-        kw["fleet"] = float(site.sum())
-        return kw
+        return measured_power_kw(self.fleet, self.topology)
 
     def seed_leases(
         self,
@@ -472,24 +444,16 @@ class Service:
                 source_ts=source_ts,
             )
         )
-        # the pool's 1 s record: a sample per second, and one more in the second when the
-        # first went out before the second's first signal (at most two per second)
-        second = int(now_s)
-        if second != self._sampled_s or (self._signal is not None and not self._sampled_signal):
-            self._sampled_s, self._sampled_signal = second, self._signal is not None
-            f, n = self.fleet, self.fleet.n_slots
-            self._emit(
-                PoolSampled(
-                    at=now,
-                    signal=self._signal,
-                    reserve_kw=max(self.config.reserve.at(now_s)),
-                    baseline_kw=float(frame.baseline_kw.sum()),
-                    deviation_kw=deviation_kw,
-                    setpoint_kw=float(p.sum()),
-                    measured_kw=float(np.where(f.active[:n], f.power_kw[:n], 0.0).sum()),
-                )
-            )
-            self._signal = None
+        sample = self.pool.sample(
+            now,
+            reserve_kw=max(self.config.reserve.at(now_s)),
+            baseline_kw=frame.baseline_kw,
+            deviation_kw=deviation_kw,
+            setpoints_kw=p,
+            fleet=self.fleet,
+        )
+        if sample is not None:
+            self._emit(sample)
         return DispatchOutcome(p, frame.baseline_kw, deviation_kw, len(groups), elapsed)
 
     # ------------------------------------------------------------------ views
@@ -511,18 +475,7 @@ class Service:
 
     def feeder_headroom_kw(self) -> dict[str, float]:
         """Per feeder, its cap now minus the limit-safe base the fast loop dispatches around."""
-        frame = self._frame
-        if frame is None:
-            return {}
-        base = np.bincount(
-            frame.dispatch.slot_feeder,
-            weights=frame.baseline_kw,
-            minlength=self.topology.n_feeders,
-        )
-        return {
-            f.feeder_id: float(frame.dispatch.feeder_cap_kw[i] - base[i])
-            for i, f in enumerate(self.topology.feeders)
-        }
+        return feeder_headroom_kw(self._frame, self.topology)
 
     @property
     def last_grid_check(self) -> GridCheck | None:

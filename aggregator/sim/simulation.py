@@ -45,12 +45,12 @@ from aggregator.messages import (
     SetpointBatch,
     encode,
 )
-from aggregator.planning.gridloop import GridModel, GridRepair
+from aggregator.planning.gridloop import GridModel
 from aggregator.planning.request import PlanRequest, session_windows
 from aggregator.service.events import EventSink, PoolSampled
 from aggregator.service.replica import PriceSeries, Service, ServiceConfig
-from aggregator.sim.bound import energy_bound_kwh
-from aggregator.sim.scenario import Scenario, uncontrolled_site_kw
+from aggregator.sim.scenario import Scenario
+from aggregator.sim.summary import grid_summary, run_summary
 from aggregator.sim.vehicle import VehicleModel, Vehicles, default_min_charge_kw
 
 
@@ -421,12 +421,14 @@ def run_simulation(
         if progress is not None:
             progress(k + 1, ticks)
 
-    summary = _summary(scenario, svc, csms, want, got, max_excess, fcr_req, fcr_got, n, grid)
+    summary = run_summary(
+        scenario, svc, csms.batches, want, got, max_excess, fcr_req, fcr_got, n, grid
+    )
     summary.update(cars.figures(float(got.sum())))
     summary["over_takers_reported"] = svc.counters["over_takers.reported"]
     grid_series: dict[str, list[float]] = {}
     if grid is not None:
-        figures, grid_series = _grid_summary(scenario, grid, site_sum.T.copy(), svc)
+        figures, grid_series = grid_summary(scenario, grid, site_sum.T.copy(), svc)
         summary.update(figures)
     step_times = [scenario.start + timedelta(seconds=step * i) for i in range(steps)]
     tick_times = [scenario.start + timedelta(seconds=tick * i) for i in range(ticks)]
@@ -453,89 +455,3 @@ def run_simulation(
         want,
         grid_series,
     )
-
-
-def _summary(
-    scenario: Scenario,
-    svc: Service,
-    csms: SimulatedCsms,
-    want: NDArray[np.float64],
-    got: NDArray[np.float64],
-    max_excess: float,
-    fcr_req: NDArray[np.float64],
-    fcr_got: NDArray[np.float64],
-    n: int,
-    grid: GridModel | None,
-) -> dict[str, Any]:
-    solve = list(svc.plan_s)
-    fast_ms = np.array(svc.dispatch_s) * 1000.0
-    active = fcr_req != 0
-    err = (fcr_got - fcr_req)[active] if active.any() else np.zeros(1)
-    bound = energy_bound_kwh(scenario)  # a relaxation: no schedule beats it (sim/bound.py)
-    delivered = float(got.sum())
-    return {
-        "scenario": scenario.name,
-        "feeder": scenario.feeder,
-        "evses": len({s.evse_id for s in scenario.sessions}),
-        "sessions": n,
-        "sites": scenario.topology.n_sites,
-        "energy_requested_kwh": round(float(want.sum()), 3),
-        "energy_bound_kwh": round(bound, 3),
-        "energy_delivered_kwh": round(delivered, 3),
-        "delivered_share_of_bound": round(delivered / bound, 4) if bound > 0 else 1.0,
-        "max_limit_excess_kw": round(max_excess, 6),
-        "fcr_reserve_kw": scenario.reserve_kw,
-        "fcr_tracking_error_kw_rms": round(float(np.sqrt(np.mean(err**2))), 4),
-        "fcr_activations": int(active.sum()),
-        "plans": svc.counters["plans"],
-        "plan_fallbacks": int(svc.counters["plans.fallback"]),
-        "plan_solve_s_median": round(float(np.median(solve)), 4) if solve else 0.0,
-        "fast_loop_ms_p50": round(float(np.percentile(fast_ms, 50)), 4) if fast_ms.size else 0.0,
-        "fast_loop_ms_p99": round(float(np.percentile(fast_ms, 99)), 4) if fast_ms.size else 0.0,
-        "setpoint_batches": csms.batches,
-        "rejected_messages": int(
-            sum(v for k, v in svc.counters.items() if k.startswith("rejected"))
-            + svc.fleet.counters["rejected"]
-        ),
-        "solver": scenario.solver,
-        "step_s": scenario.step_s,
-        "tick_s": scenario.dispatch_tick_s,
-    }
-
-
-def _grid_summary(
-    scenario: Scenario, grid: GridModel, dispatched_kw: NDArray[np.float64], svc: Service
-) -> tuple[dict[str, Any], dict[str, list[float]]]:
-    """AC figures of the dispatched schedule and of uncontrolled charging (step means), the
-    margin the plans kept, and what the grid repair cost: per plan step, the planned
-    energy the last plan of that step lost to the repair in that step (kWh, per feeder)."""
-    done = grid.check(scenario.start, scenario.step_s, dispatched_kw)
-    free = grid.check(scenario.start, scenario.step_s, uncontrolled_site_kw(scenario))
-    repairs = dict(getattr(svc, "grid_repairs", {}))  # per plan step: the last plan's repair
-    n_feeders = scenario.topology.n_feeders
-    cost = np.zeros(n_feeders)
-    for rep in repairs.values():
-        if isinstance(rep, GridRepair):
-            cost += np.asarray(rep.first_step_cost_kwh_by_feeder, dtype=np.float64)[:n_feeders]
-    figures = {
-        **done.figures(),
-        "grid_violations": len(done.violations),
-        "grid_margin_loading_pct": done.margin_loading_pct,
-        "grid_margin_voltage_pu": done.margin_voltage_pu,
-        "grid_repaired_plans": len(repairs),
-        "grid_repair_kwh": round(float(cost.sum()), 3),
-        "grid_repair_kwh_by_feeder": {
-            f.feeder_id: round(float(c), 3)
-            for f, c in zip(scenario.topology.feeders, cost, strict=True)
-        },
-        **free.figures("uncontrolled_"),
-        "uncontrolled_grid_violations": len(free.violations),
-        "grid_plan_notes": svc.counters["plans.grid_note"],
-    }
-    series = {
-        "loading_pct": list(done.loading_pct_by_step),
-        "uncontrolled_loading_pct": list(free.loading_pct_by_step),
-        "min_voltage_pu": list(done.min_voltage_pu_by_step),
-        "uncontrolled_min_voltage_pu": list(free.min_voltage_pu_by_step),
-    }
-    return figures, series

@@ -1,0 +1,54 @@
+"""Read-only views of one replica's state, for health, metrics and adapters.
+
+Pure functions of the fleet, the topology and the current frame: nothing here changes
+state or blocks; every figure is kW, per site / feeder id and ``"fleet"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from aggregator.fleet import FleetState
+from aggregator.service.frame import Frame
+from aggregator.topology import Topology
+
+__all__ = ["DispatchOutcome", "feeder_headroom_kw", "measured_power_kw"]
+
+
+@dataclass(frozen=True)
+class DispatchOutcome:
+    """What one fast-loop run did: setpoints per slot and the deviation asked for."""
+
+    setpoints_kw: NDArray[np.float64]
+    baseline_kw: NDArray[np.float64]
+    deviation_kw: float
+    batches: int
+    elapsed_s: float
+
+
+def measured_power_kw(fleet: FleetState, topo: Topology) -> dict[str, float]:
+    """Measured power of the live sessions per site, feeder (by id) and ``"fleet"``."""
+    n = fleet.n_slots
+    live = np.where(fleet.active[:n], fleet.power_kw[:n], 0.0)
+    site = np.bincount(fleet.site[:n], weights=live, minlength=topo.n_sites)
+    feeder = np.bincount(topo.site_feeder, weights=site, minlength=topo.n_feeders)
+    kw = {s.site_id: float(site[i]) for i, s in enumerate(topo.sites)}
+    kw.update({fd.feeder_id: float(feeder[i]) for i, fd in enumerate(topo.feeders)})
+    kw["fleet"] = float(site.sum())
+    return kw
+
+
+def feeder_headroom_kw(frame: Frame | None, topo: Topology) -> dict[str, float]:
+    """Per feeder, its cap now minus the limit-safe base the fast loop dispatches around."""
+    if frame is None:
+        return {}
+    base = np.bincount(
+        frame.dispatch.slot_feeder, weights=frame.baseline_kw, minlength=topo.n_feeders
+    )
+    return {
+        f.feeder_id: float(frame.dispatch.feeder_cap_kw[i] - base[i])
+        for i, f in enumerate(topo.feeders)
+    }
