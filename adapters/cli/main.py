@@ -96,7 +96,7 @@ def _run(
                 InProcessBus(),
                 progress=update,
                 grid=grid,
-                activation=ReserveActivation(),  # the market's rule (FCR droop, aFRR clip)
+                activation=ReserveActivation(),  # the market rule (FCR droop, ramp-limited aFRR)
             )
     finally:
         close()

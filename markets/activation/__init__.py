@@ -9,8 +9,8 @@ with its numbers (one home, CONVENTIONS 23):
   ``FCR.full_activation_hz`` (±200 mHz), linear between. Over-frequency asks the fleet to
   consume more (positive deviation).
 * **aFRR** — the TSO's setpoint request, clipped to the reserve held (±``reserve_kw``):
-  at once (:class:`AfrrClip`, the default) or ramp-limited (:class:`~markets.activation.
-  afrr.AfrrRamp`, stateful: one per pool);
+  ramp-limited (:class:`~markets.activation.afrr.AfrrRamp`, stateful: one per pool; the
+  default of :class:`ReserveActivation`) or at once (:class:`AfrrClip`);
 * **droop tables** (:mod:`markets.activation.droop`) — per EVSE Watt–frequency curves for
   products faster than the service loop, exported as JSON for the edge.
 
@@ -103,11 +103,12 @@ class AfrrRule(Protocol):
 @dataclass(frozen=True, slots=True)
 class ReserveActivation:
     """FCR droop for frequency samples, an aFRR rule for setpoint requests (the core's
-    :class:`~aggregator.dispatch.Activation`). Pass ``afrr=AfrrRamp()`` for the
-    ramp-limited answer (that instance then belongs to this pool)."""
+    :class:`~aggregator.dispatch.Activation`). The aFRR rule is ramp-limited by default
+    (:class:`AfrrRamp`, one per instance: an instance belongs to one pool); pass
+    ``afrr=AfrrClip()`` for the instant answer."""
 
     fcr: FcrDroop = field(default_factory=FcrDroop)
-    afrr: AfrrRule = field(default_factory=AfrrClip)
+    afrr: AfrrRule = field(default_factory=AfrrRamp)
 
     def deviation_kw(self, signal: FrequencySignal, reserve_kw: float) -> float:
         if isinstance(signal, FrequencySample):

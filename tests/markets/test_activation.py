@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
+import itertools
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -65,6 +66,15 @@ def test_reserve_activation_is_the_cores_protocol_and_routes_by_signal() -> None
     assert isinstance(rule, Activation)
     assert rule.deviation_kw(FrequencySample(ts=T0, hz=49.8), 100.0) == pytest.approx(-100.0)
     assert rule.deviation_kw(FrequencySample(ts=T0, hz=50.105), 100.0) == pytest.approx(50.0)
-    assert rule.deviation_kw(AfrrRequest(ts=T0, setpoint_kw=-500.0), 100.0) == -100.0
-    assert rule.deviation_kw(AfrrRequest(ts=T0, setpoint_kw=30.0), 100.0) == 30.0
+    clip = ReserveActivation(afrr=AfrrClip())
+    assert clip.deviation_kw(AfrrRequest(ts=T0, setpoint_kw=-500.0), 100.0) == -100.0
+    assert clip.deviation_kw(AfrrRequest(ts=T0, setpoint_kw=30.0), 100.0) == 30.0
+    # the default aFRR answer is ramp-limited: 100 kW over 120 s, 4 s per request
+    ramp = [
+        rule.deviation_kw(AfrrRequest(ts=T0 + timedelta(seconds=4 * k), setpoint_kw=-500.0), 100.0)
+        for k in range(40)
+    ]
+    assert ramp[0] == pytest.approx(-100.0 * 4 / 120)
+    assert all(b <= a for a, b in itertools.pairwise(ramp))
+    assert ramp[29] == pytest.approx(-100.0) and ramp[-1] == pytest.approx(-100.0)
     assert FcrDroop().deviation_kw(50.0, 100.0) == 0.0

@@ -206,8 +206,12 @@ def test_fcr_and_afrr_move_the_fleet_in_the_right_direction() -> None:
     high = svc.on_frequency(FrequencySample(ts=T0, hz=50.2)).setpoints_kw.sum()
     assert low == pytest.approx(base - 10.0, abs=1e-6)
     assert high == pytest.approx(min(base + 10.0, 4 * 7.4), abs=1e-6)
-    afrr = svc.on_frequency(AfrrRequest(ts=T0, setpoint_kw=-50.0))
-    assert afrr.deviation_kw == -10.0  # clipped to the committed reserve
+    # aFRR is ramp-limited (full reserve in 120 s) and clipped to the committed reserve
+    first = svc.on_frequency(AfrrRequest(ts=T0, setpoint_kw=-50.0))
+    assert first.deviation_kw == pytest.approx(-10.0 * 4 / 120)
+    for k in range(1, 31):
+        afrr = svc.on_frequency(AfrrRequest(ts=T0 + timedelta(seconds=4 * k), setpoint_kw=-50.0))
+    assert afrr.deviation_kw == pytest.approx(-10.0)
 
 
 def test_meter_values_update_state_and_sessions_finish() -> None:
