@@ -27,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from adapters.csms.s2.edge import S2EdgeSettings
 from aggregator.errors import ConfigError, Issue
 from aggregator.interfaces import DEFAULT_TOPICS, Topics
 
@@ -90,6 +91,7 @@ class EdgeSettings(BaseSettings):
     heartbeat_timeout_s: float = Field(120.0, gt=0)
     default_failsafe_kw: float = Field(4.2, ge=0)
     ocpp: OcppSettings = OcppSettings()
+    s2: S2EdgeSettings = Field(default_factory=S2EdgeSettings)  # the "s2" target's section
     sites: list[SiteSettings]
     stations: list[StationSettings] = []
 

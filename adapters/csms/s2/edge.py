@@ -70,7 +70,7 @@ _REPORT_KIND = {
 
 class S2EdgeSettings(BaseSettings):
     """The CEM's place in ``gridflex edge``: ``GRIDFLEX_EDGE__S2__PORT`` … in the environment
-    (and ``s2:`` in the edge's YAML once the edge settings carry the section)."""
+    and ``s2:`` in the edge's YAML file."""
 
     model_config = SettingsConfigDict(env_prefix="GRIDFLEX_EDGE__S2__", extra="forbid")
 

@@ -56,3 +56,24 @@ def test_problems_are_reported_as_config_errors(tmp_path: Path) -> None:
     (bad := tmp_path / "bad.yaml").write_text("- not a mapping\n")
     with pytest.raises(ConfigError):
         load_edge_settings(bad)
+
+
+def test_the_s2_target_reads_its_section_from_the_edge_file(tmp_path: Path) -> None:
+    f = tmp_path / "edge.yaml"
+    f.write_text(
+        "csms_id: c1\ntargets: [ocpp, s2]\n"
+        "sites: [{id: s1, feeder: f1, cap_kw: 50, stations: []}]\n"
+        "s2: {port: 9123, deadband_kw: 0.5}\n",
+        encoding="utf-8",
+    )
+    s = load_edge_settings(f)
+    assert (s.s2.port, s.s2.deadband_kw) == (9123, 0.5)
+    f.write_text(
+        "csms_id: c1\nsites: [{id: s1, feeder: f1, cap_kw: 50, stations: []}]\n"
+        "s2: {port: -1, bogus: 1}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as err:
+        load_edge_settings(f)
+    text = str(err.value)
+    assert "port" in text and "bogus" in text
