@@ -21,7 +21,7 @@ Room = the caps of the request minus the up-reserve the plan keeps per site (sit
 feeder, fleet), and with linear grid constraints in the request, never more than the
 continuous plan's own site power in that step (the AC-checked operating point).
 A rounded value never exceeds the session's maximum nor its remaining energy, so the
-plan stays inside the PEBC envelopes. V2G (negative) values are left as planned.
+plan stays inside the PEBC envelopes. V2G sessions (bidirectional) are left as planned.
 
 :class:`RoundingStats` reports the energy the rounding lost against the continuous plan
 and the share of values a car can follow.
@@ -83,7 +83,10 @@ def round_plan(
         return plan, stats
     h = req.step_h
     frac = req.plugged_fraction()
-    mins = np.minimum(np.maximum(min_charge_kw, 0.0), req.max_power_kw)
+    # a V2G session keeps its continuous values: its energy runs both ways (the LP's
+    # running-total bounds), which the charge-only rounding below does not track
+    v2g = req.min_power_kw < 0
+    mins = np.where(v2g, 0.0, np.minimum(np.maximum(min_charge_kw, 0.0), req.max_power_kw))
     site = req.session_site
     feeder = req.site_feeder[site]
     ru = np.asarray(plan.reserve_up_kw, dtype=np.float64)
@@ -124,7 +127,7 @@ def round_plan(
         # what the car can still take this step (kW over the step), and its minimum
         left_kw = np.maximum(need - got, 0.0) / h
         m_t = np.where(plugged & (x >= 0), np.minimum(mins * f_t, left_kw), 0.0)
-        x = np.where(x > 0, np.minimum(x, left_kw), x)
+        x = np.where((x > 0) & ~v2g, np.minimum(x, left_kw), x)
         behind = planned_cum - got  # kWh behind the continuous plan (after this step)
         want = plugged & (behind > 0.25 * m_t * h) & (m_t > _EPS)
         small = (x > _EPS) & (x < m_t - _EPS)

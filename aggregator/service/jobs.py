@@ -37,6 +37,9 @@ class PlanJob:
     # the sessions' PEBC envelopes and energy constraints, built from the fleet (not from
     # the request): every plan is checked against them before it is used
     envelopes: SessionEnvelopes | None = None
+    # each row's minimum charging power (kW; 0 = continuous): the plan is made
+    # semi-continuous after the LP (every charging value 0 or at least this)
+    min_charge_kw: NDArray[np.float64] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

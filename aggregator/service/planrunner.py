@@ -102,8 +102,13 @@ class PlanEngine:
 
     def _solve(self, job: PlanJob) -> PlanResult:
         req = job.request
+        mins = job.min_charge_kw
+
+        def plan(r: PlanRequest) -> Plan:  # semi-continuous when the job says so
+            return self.planner.plan(r, min_charge_kw=mins)
+
         if self.grid is None:
-            return PlanResult(job=job, plan=self.planner.plan(req))
+            return PlanResult(job=job, plan=plan(req))
         cached = None
         if self._cache is not None and self._cache[0] == req.start:
             cached = self._cache[1]  # same step: the last linearisation still fits
@@ -112,7 +117,7 @@ class PlanEngine:
             guess = grid_site_kw(*self._last)  # linearise where the grid loop checks
         res = successive_plan(
             req,
-            self.planner.plan,
+            plan,
             self.grid,
             guess_kw=guess,
             max_iterations=self.grid_max_iterations,

@@ -24,7 +24,7 @@ from datetime import datetime
 import numpy as np
 from numpy.typing import NDArray
 
-from aggregator.pebc.sessions import SessionEnvelopes
+from aggregator.fleet import FleetState
 from aggregator.planning.gridloop import GridCheck
 from aggregator.planning.request import PlanRequest
 from aggregator.service.config import HISTORY, ServiceConfig
@@ -82,11 +82,17 @@ class PlanDesk:
         now: datetime,
         request: PlanRequest,
         slots: NDArray[np.intp],
-        arrival_s: NDArray[np.float64],
+        fleet: FleetState,
         limits_version: int,
-        fleet_version: int,
-        envelopes: SessionEnvelopes | None = None,
     ) -> None:
+        """Hand the runner a job for ``request`` (rows = fleet ``slots``), with what the
+        fleet knows of those sessions now: arrival, PEBC envelopes and minimum power."""
+        arrival_s = fleet.arrival_s[slots].copy()
+        envelopes = fleet.session_envelopes(
+            slots, start=request.start, step_s=request.step_s, steps=request.steps, now=now
+        )
+        min_charge_kw = fleet.min_charge_kw[slots].copy()
+        fleet_version = fleet.version
         self._job_id += 1
         job = PlanJob(
             job_id=self._job_id,
@@ -97,6 +103,7 @@ class PlanDesk:
             limits_version=limits_version,
             fleet_version=fleet_version,
             envelopes=envelopes,
+            min_charge_kw=min_charge_kw,
         )
         step = math.floor(now.timestamp() / self.config.plan_step_s)
         self._submitted = (limits_version, fleet_version, step, now)

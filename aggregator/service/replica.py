@@ -319,13 +319,7 @@ class Service:
         """Submit a plan job for now (the runner solves it; :meth:`tick` takes it)."""
         now = self.clock.now()
         req, slots = self.plan_request(now)
-        arrival = self.fleet.arrival_s[slots].copy()
-        env = self.fleet.session_envelopes(
-            slots, start=req.start, step_s=req.step_s, steps=req.steps, now=now
-        )
-        self.plans.submit(
-            now, req, slots, arrival, self.limits.version, self.fleet.version, envelopes=env
-        )
+        self.plans.submit(now, req, slots, self.fleet, self.limits.version)
 
     # ------------------------------------------------------------------ frame
 

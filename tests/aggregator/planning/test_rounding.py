@@ -101,3 +101,16 @@ def test_planner_rounds_after_the_lp_when_given_minimums() -> None:
     frac, need, h = req.plugged_fraction(), req.energy_needed_kwh, req.step_h
     assert _followable(plan.power_kw, frac, np.minimum(mins, req.max_power_kw), need, h)
     assert_plan_respects(req, plan)
+
+
+def test_v2g_sessions_keep_their_planned_values() -> None:
+    # regression: rounding a V2G session's charging against its need (ignoring what it
+    # discharged) pushed its running energy below what the LP allowed (PEBC check failed)
+    req = request(n=20, steps=12, v2g=0.5, site_cap=40.0, feeder_cap=90.0)
+    plan = Planner("HIGHS").plan(req)
+    mins = np.full(req.n_sessions, 4.14)
+    rounded, _ = round_plan(req, plan, mins)
+    v2g = req.min_power_kw < 0
+    assert v2g.any() and (plan.power_kw[v2g] < 0).any()
+    np.testing.assert_array_equal(rounded.power_kw[v2g], plan.power_kw[v2g])
+    assert_plan_respects(req, rounded)

@@ -63,7 +63,7 @@ class SpyPlanner(Planner):
         self.guard = guard
         self.calls = 0
 
-    def plan(self, req: PlanRequest) -> Plan:
+    def plan(self, req: PlanRequest, *, min_charge_kw: object = None) -> Plan:
         if self.guard.inside:
             raise AssertionError("the planner was called from the fast loop")
         self.calls += 1

@@ -127,7 +127,7 @@ def test_close_does_not_wait_for_a_running_solve() -> None:
 class _OverMaxPlanner:
     """A planner whose plans ask every session for twice its maximum power."""
 
-    def plan(self, req: PlanRequest) -> Plan:
+    def plan(self, req: PlanRequest, *, min_charge_kw: object = None) -> Plan:
         plan = proportional_plan(req, "unused")
         frac = req.plugged_fraction()
         over = np.where(frac > 0, 2.0 * req.max_power_kw[:, None], 0.0)

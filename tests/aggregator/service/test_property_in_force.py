@@ -95,7 +95,7 @@ class CapBlindPlanner(Planner):
         super().__init__("HIGHS")
         self.greedy = greedy
 
-    def plan(self, req: PlanRequest) -> Plan:
+    def plan(self, req: PlanRequest, *, min_charge_kw: object = None) -> Plan:
         n, t = req.n_sessions, req.steps
         steps = np.arange(t)
         plugged = (steps >= req.first_step[:, None]) & (steps < req.last_step[:, None])
