@@ -9,7 +9,8 @@ substations) is
 * charged by **EDF**, written here and not in the product: per 15-min step, every plugged
   car in order of departure gets as much as its power, its remaining energy and the site,
   feeder, fleet and DSO caps left allow, under the simulation's plug-in rule (a car is
-  plugged at the dispatch ticks inside its stay); then one crude grid rule — while the
+  plugged at the dispatch ticks inside its stay; a car gets 0 or at least its 3 × 6 A
+  minimum, as gridflex's do); then one crude grid rule — while the
   AC check of every car present at its rate (the grid view gridflex plans with) still
   finds a fleet-caused violation, scale every site *behind* the overloaded element (the
   sites the element feeds; for a voltage violation, those fed through the bus; failing
@@ -62,6 +63,7 @@ from aggregator.limits import LimitBook
 from aggregator.sim.bound import tick_plugged_share
 from aggregator.sim.scenario import Scenario, SessionSpec
 from aggregator.sim.simulation import run_simulation
+from aggregator.sim.vehicle import default_min_charge_kw
 from aggregator.topology import Feeder, Topology
 from grid.powerflow import run_timeseries
 
@@ -293,6 +295,9 @@ def edf(scenario: Scenario, fg: grid.FeederGrid) -> EdfResult:
     share = tick_plugged_share(scenario)[order]  # the simulation's plug-in rule
     site = np.array([topo.site_index[s.site_id] for s in ss], dtype=np.intp)
     pmax = np.array([s.max_power_kw for s in ss])
+    # the same cars as gridflex's: 0 or at least 3 x 6 A (a car finishing its energy may
+    # take less, as it stops when full)
+    pmin = default_min_charge_kw(topo.site_voltage_v[site], pmax)
     need = np.array([s.energy_kwh for s in ss])
     left = need.copy()
     feeder_of = topo.site_feeder
@@ -308,6 +313,8 @@ def edf(scenario: Scenario, fg: grid.FeederGrid) -> EdfResult:
             s = site[j]
             x = min(pmax[j] * frac[j], left[j] / h, site_head[s], feed_head[feeder_of[s]])
             x = max(0.0, min(x, fleet_head))
+            if x < pmin[j] * frac[j] - 1e-9 and x < left[j] / h - 1e-9:
+                x = 0.0  # a setpoint the car could not follow
             give[j] = x
             site_head[s] -= x
             feed_head[feeder_of[s]] -= x
@@ -319,6 +326,7 @@ def edf(scenario: Scenario, fg: grid.FeederGrid) -> EdfResult:
         fixed = _step_ac(fg, when, p, behind) if p.any() else p
         ratio = np.divide(fixed, p, out=np.ones_like(p), where=p > 1e-12)
         give *= ratio[site]
+        give[(give < pmin * frac - 1e-9) & (give < left / h - 1e-9)] = 0.0
         left -= give * h
         out[:, t] = np.bincount(site, weights=give, minlength=topo.n_sites)
     got = need - left
