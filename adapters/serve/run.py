@@ -108,7 +108,13 @@ def serve(
 
         try:  # topics are created at start; one that cannot be is named, with its command
             runner = StreamRunner(
-                topology, config, settings.kafka, clock=clock, metrics=metrics, events=events
+                topology,
+                config,
+                settings.kafka,
+                clock=clock,
+                metrics=metrics,
+                events=events,
+                wrap_sink=history.tee if history is not None else None,
             )
         except ConfigError as exc:
             log.error("kafka_topics", issues=[str(i) for i in exc.issues])

@@ -116,6 +116,7 @@ class StreamRunner:
         make_service: MakeService | None = None,
         events: EventSink | None = None,
         transport: Transport | None = None,
+        wrap_sink: Callable[[SetpointSink], SetpointSink] | None = None,
     ) -> None:
         self.topology = topology
         self.config = config
@@ -129,6 +130,8 @@ class StreamRunner:
             log.info("topics_created", topics=created)
         self.producer = _SendView(self.transport)
         self.gate = GatedSink(KafkaSetpointSink(self.transport, self.topics.setpoints, metrics))
+        # what the services publish to: the gate, seen by e.g. the history's setpoint sums
+        self.sink: SetpointSink = self.gate if wrap_sink is None else wrap_sink(self.gate)
         self.state = StateWriter(
             self.transport, self.topics.state, interval_s=kafka.state_interval_s
         )
@@ -186,12 +189,12 @@ class StreamRunner:
 
     def _build(self, topo: Topology) -> Service:
         if self._make_service is not None:
-            return self._make_service(topo, self.gate, self.events)
+            return self._make_service(topo, self.sink, self.events)
         return Service(  # the planner in a worker process: this thread never plans
             topo,
             self.config,
             clock=self.clock,
-            sink=self.gate,
+            sink=self.sink,
             topics=self.topics,
             events=self.events,
             activation=ReserveActivation(),
