@@ -367,6 +367,8 @@ class FleetState(SlotColumns):
                 sites[row[11]].site_id,
                 self.csms[slot],
                 *row[:9],
+                row[13],
+                *row[14],
             )
         return out
 
@@ -382,6 +384,8 @@ class FleetState(SlotColumns):
             self.topology.sites[row[11]].site_id,
             self.csms[slot],
             *row[:9],
+            row[13],
+            *row[14],
         )
 
     def session_state(self, evse_id: str) -> SessionState | None:
@@ -407,14 +411,15 @@ class FleetState(SlotColumns):
         key = (arrival_s, state.session_id)
         self._latest_start[state.evse_id] = max(key, self._latest_start.get(state.evse_id, key))
         lo, hi = meter_bounds(state.min_power_kw, state.max_power_kw)
-        # the state topic does not carry phases: a restored session is the default AC car
-        min_kw, phase_w = charge_profile(
+        min_kw, phase_w = charge_profile(  # a record without the car's profile
             phases=DEFAULT_PHASES,
             phase=None,
             min_current_a=DEFAULT_MIN_CURRENT_A,
             voltage_v=self.topology.sites[site].voltage_v,
             max_power_kw=state.max_power_kw,
         )
+        if state.min_charge_kw is not None and state.phase_w is not None:
+            min_kw, phase_w = state.min_charge_kw, state.phase_w
         self._table[slot] = (
             arrival_s,
             to_seconds(state.departure),

@@ -20,6 +20,7 @@ Invariants:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
@@ -163,11 +164,19 @@ class SessionState:
     max_power_kw: float
     min_power_kw: float
     power_kw: float
+    # the car's profile (see charge_profile); None in records written before it was
+    # carried: restored as the default AC car (3 phases, 6 A)
+    min_charge_kw: float | None = None
+    phase_w: tuple[float, float, float] | None = None
 
 
-SnapshotRow = tuple[str, str, str, float, float, float, float, float, float, float, float, float]
+SnapshotRow = tuple[
+    str, str, str, float, float, float, float, float, float, float, float, float, float,
+    float, float, float,
+]  # fmt: skip
 """(session_id, site_id, csms_id, arrival_s, departure_s, last_ts_s, last_meter_s,
-energy_requested_kwh, energy_kwh, max_power_kw, min_power_kw, power_kw)."""
+energy_requested_kwh, energy_kwh, max_power_kw, min_power_kw, power_kw, min_charge_kw,
+phase_w L1, L2, L3)."""
 
 
 def state_from_row(evse_id: str, row: SnapshotRow) -> SessionState:
@@ -187,6 +196,9 @@ def state_from_row(evse_id: str, row: SnapshotRow) -> SessionState:
         max_power_kw=row[9],
         min_power_kw=row[10],
         power_kw=row[11],
+        # NaN: a row made from a record that did not carry the car's profile
+        min_charge_kw=None if math.isnan(row[12]) else row[12],
+        phase_w=None if math.isnan(row[13]) else (row[13], row[14], row[15]),
     )
 
 
@@ -209,6 +221,26 @@ def state_issues(state: SessionState, *, known_site: bool) -> list[Issue]:
                 code="power_range",
                 ids=(state.evse_id,),
                 message="need min_power_kw <= 0 < max_power_kw",
+            )
+        )
+    if state.min_charge_kw is not None and not 0.0 <= state.min_charge_kw <= state.max_power_kw:
+        issues.append(
+            Issue(
+                field="min_charge_kw",
+                code="charge_profile",
+                ids=(state.evse_id,),
+                message="need 0 <= min_charge_kw <= max_power_kw",
+            )
+        )
+    if state.phase_w is not None and not (
+        all(0.0 <= w <= 1.0 for w in state.phase_w) and sum(state.phase_w) > 0.0
+    ):
+        issues.append(
+            Issue(
+                field="phase_w",
+                code="charge_profile",
+                ids=(state.evse_id,),
+                message="need each phase share in [0, 1], not all 0",
             )
         )
     return issues

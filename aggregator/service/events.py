@@ -127,6 +127,8 @@ class SessionChanged:
                 state.max_power_kw,
                 state.min_power_kw,
                 state.power_kw,
+                state.min_charge_kw if state.min_charge_kw is not None else float("nan"),
+                *(state.phase_w if state.phase_w is not None else (float("nan"),) * 3),
             )
         return cls(at=at, evse_id=evse_id, csms_id=csms_id, row=row)
 

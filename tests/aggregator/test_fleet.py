@@ -455,6 +455,7 @@ def test_session_state_and_restore() -> None:
     assert [(i.field, i.code, i.ids) for i in exc.value.issues] == [
         ("site_id", "unknown_site", ("E1", "S9")),
         ("max_power_kw", "power_range", ("E1",)),
+        ("min_charge_kw", "charge_profile", ("E1",)),
     ]
     fleet.apply(end())
     assert fleet.session_state("E1") is None  # tombstone for the compacted topic
@@ -625,3 +626,26 @@ def test_the_public_surface_is_pinned() -> None:
         ]
     )
     assert all(hasattr(package, name) for name in package.__all__)
+
+
+def test_a_restored_session_keeps_its_cars_phases_and_minimum() -> None:
+    # a single-phase car on L2 with a 10 A minimum: after a takeover its load must still
+    # count on L2 only and its setpoints stay 0 or >= 2.3 kW (not the default 3 x 6 A car)
+    msg = start(max_kw=7.4).model_copy(update={"phases": 1, "phase": "L2", "min_current_a": 10.0})
+    fleet = replay([msg])
+    state = fleet.session_state("E1")
+    assert state is not None and state.phase_w == (0.0, 1.0, 0.0)
+    assert state.min_charge_kw == pytest.approx(2.3)
+    other = FleetState(TOPOLOGY)
+    other.restore(state)
+    assert other.snapshot() == fleet.snapshot()
+    assert other.min_charge_kw[0] == pytest.approx(2.3)
+    # a record from before the profile was carried: the default AC car
+    old = dataclasses.replace(state, min_charge_kw=None, phase_w=None)
+    third = FleetState(TOPOLOGY)
+    third.restore(old)
+    assert third.min_charge_kw[0] == pytest.approx(min(3 * 6.0 * 230.0 / 1000.0, 7.4))
+    bad = dataclasses.replace(state, phase_w=(0.0, 0.0, 0.0))
+    with pytest.raises(InvalidInput) as exc:
+        FleetState(TOPOLOGY).restore(bad)
+    assert [(i.field, i.code) for i in exc.value.issues] == [("phase_w", "charge_profile")]
