@@ -10,18 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import ipaddress
 import json
 import ssl
 import uuid
-from pathlib import Path
-from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from s2python.connection.async_.medium.s2_medium import MediumCouldNotConnectError
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake
@@ -31,49 +25,10 @@ from adapters.csms.s2.edge import S2EdgeSettings
 from adapters.csms.s2.simrm import SimRm
 from aggregator.messages import Telemetry
 from tests.integration.s2_peer import ev, until
+from tests.pki import issue, write_pem
 
 pytestmark = pytest.mark.slow
 NOW = dt.datetime.now(dt.UTC)
-
-
-def _issue(
-    cn: str,
-    key: Any,
-    issuer: tuple[x509.Name, Any] | None,
-    *,
-    ca: bool = False,
-    server: bool = False,
-) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    b = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer[0] if issuer else name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(hours=1))
-        .not_valid_after(NOW + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if server:
-        b = b.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-    return b.sign(issuer[1] if issuer else key, hashes.SHA256())
-
-
-def _save(d: Path, stem: str, cert: x509.Certificate, key: Any) -> tuple[str, str]:
-    c, k = d / f"{stem}.crt", d / f"{stem}.key"
-    c.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    k.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return str(c), str(k)
 
 
 @pytest.fixture(scope="module")
@@ -84,16 +39,17 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, str]]:
         ec.generate_private_key(ec.SECP256R1()),
         ec.generate_private_key(ec.SECP256R1()),
     )
-    ca = _issue("gridflex test CA", ca_key, None, ca=True)
-    other = _issue("someone else's CA", other_key, None, ca=True)
-    out["ca"] = _save(d, "ca", ca, ca_key)
+    ca = issue("gridflex test CA", ca_key, None, ca_key, ca=True)
+    other = issue("someone else's CA", other_key, None, other_key, ca=True)
+    out["ca"] = write_pem(d / "ca", ca, ca_key)
     for stem, issuer, server in (
         ("server", (ca.subject, ca_key), True),
         ("rm", (ca.subject, ca_key), False),
         ("stranger", (other.subject, other_key), False),
     ):
         key = ec.generate_private_key(ec.SECP256R1())
-        out[stem] = _save(d, stem, _issue(stem, key, issuer, server=server), key)
+        cert = issue(stem, key, issuer[0], issuer[1], ip=server)
+        out[stem] = write_pem(d / stem, cert, key)
     return out
 
 

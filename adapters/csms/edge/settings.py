@@ -20,6 +20,7 @@ Example YAML (one CSMS id, one site, two stations)::
 from __future__ import annotations
 
 import dataclasses
+import ssl
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,11 +28,17 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from adapters.csms.s2.edge import S2EdgeSettings
 from aggregator.errors import ConfigError, Issue
 from aggregator.interfaces import DEFAULT_TOPICS, Topics
 
-__all__ = ["EdgeSettings", "OcppSettings", "SiteSettings", "StationSettings", "load_edge_settings"]
+__all__ = [
+    "EdgeSettings",
+    "OcppSettings",
+    "S2EdgeSettings",
+    "SiteSettings",
+    "StationSettings",
+    "load_edge_settings",
+]
 
 
 class OcppSettings(BaseModel):
@@ -69,6 +76,36 @@ class StationSettings(BaseModel):
     id: str = Field(min_length=1)
     password: SecretStr | None = None
     max_power_kw: float = Field(11.0, gt=0)
+
+
+class S2EdgeSettings(BaseSettings):
+    """The CEM's place in ``gridflex edge``: ``GRIDFLEX_EDGE__S2__PORT`` … in the environment
+    and ``s2:`` in the edge's YAML file."""
+
+    model_config = SettingsConfigDict(env_prefix="GRIDFLEX_EDGE__S2__", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(9100, ge=0, le=65535)
+    instruction_s: float = Field(900.0, ge=60.0)
+    deadband_kw: float = Field(0.2, ge=0.0)
+    bearer_token: str | None = None
+    heartbeat_s: float = Field(60.0, gt=0.0)
+    certfile: str | None = None
+    keyfile: str | None = None
+    cafile: str | None = None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """``wss`` with the server certificate when ``certfile`` is set; with ``cafile`` as
+        well, mutual TLS (a client certificate signed by that CA is required)."""
+        if self.certfile is None:
+            return None
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(self.certfile, self.keyfile)
+        if self.cafile is not None:
+            ctx.load_verify_locations(self.cafile)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
 
 
 class EdgeSettings(BaseSettings):

@@ -25,23 +25,20 @@ buffer through ``ctx.emit("telemetry", feeder id, message)``.
 
 Settings: :class:`S2EdgeSettings` (host, port, TLS / mutual TLS, bearer token, deadband,
 instruction length, heartbeat),
-from ``ctx.settings.s2`` when the edge settings carry that section, else from the
+from ``ctx.settings.s2`` (the class lives with the edge's settings), else from the
 environment (``GRIDFLEX_EDGE__S2__…``, the same names the nested section would read).
 """
 
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from adapters.csms.edge.autonomy import ActiveSession, Mode
+from adapters.csms.edge.settings import S2EdgeSettings
 from adapters.csms.edge.upstream import EdgeReport
 from aggregator.errors import Issue
 from aggregator.messages import Telemetry
@@ -66,36 +63,6 @@ _REPORT_KIND = {
     "no_common_version": "s2_refused",
     "pebc_not_offered": "s2_refused",
 }
-
-
-class S2EdgeSettings(BaseSettings):
-    """The CEM's place in ``gridflex edge``: ``GRIDFLEX_EDGE__S2__PORT`` … in the environment
-    and ``s2:`` in the edge's YAML file."""
-
-    model_config = SettingsConfigDict(env_prefix="GRIDFLEX_EDGE__S2__", extra="forbid")
-
-    host: str = "127.0.0.1"
-    port: int = Field(9100, ge=0, le=65535)
-    instruction_s: float = Field(900.0, ge=60.0)
-    deadband_kw: float = Field(0.2, ge=0.0)
-    bearer_token: str | None = None
-    heartbeat_s: float = Field(60.0, gt=0.0)
-    certfile: str | None = None
-    keyfile: str | None = None
-    cafile: str | None = None
-
-    def ssl_context(self) -> ssl.SSLContext | None:
-        """``wss`` with the server certificate when ``certfile`` is set; with ``cafile`` as
-        well, mutual TLS (a client certificate signed by that CA is required)."""
-        if self.certfile is None:
-            return None
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(self.certfile, self.keyfile)
-        if self.cafile is not None:
-            ctx.load_verify_locations(self.cafile)
-            ctx.verify_mode = ssl.CERT_REQUIRED
-        return ctx
 
 
 @dataclass(slots=True)

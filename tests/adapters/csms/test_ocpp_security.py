@@ -5,19 +5,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ssl
-from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from websockets.exceptions import InvalidMessage, InvalidStatus
 
 from adapters.csms.ocpp.endpoint import OcppEndpoint, Security
 from adapters.csms.ocpp.station import StationPlace
 from tests.adapters.csms.stations import await_until, open_station
+from tests.pki import issue, write_pem
 
 NOW = dt.datetime.now(dt.UTC)
 # TLS 1.3: the client may finish its handshake before the server checks its certificate;
@@ -25,58 +22,15 @@ NOW = dt.datetime.now(dt.UTC)
 REFUSED = (ssl.SSLError, ConnectionError, InvalidMessage)
 
 
-def _cert(
-    cn: str,
-    key: Any,
-    issuer: x509.Name | None,
-    issuer_key: Any,
-    *,
-    ca: bool = False,
-    ip: bool = False,
-) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    b = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer or name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(hours=1))
-        .not_valid_after(NOW + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if ip:
-        import ipaddress
-
-        b = b.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-    return b.sign(issuer_key, hashes.SHA256())
-
-
-def _write(path: Path, cert: x509.Certificate, key: Any) -> tuple[str, str]:
-    c, k = path.with_suffix(".crt"), path.with_suffix(".key")
-    c.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    k.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return str(c), str(k)
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, str]]:
     d = tmp_path_factory.mktemp("pki")
     out: dict[str, tuple[str, str]] = {}
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = _cert("gridflex test CA", ca_key, None, ca_key, ca=True)
-    out["ca"] = _write(d / "ca", ca, ca_key)
+    ca = issue("gridflex test CA", ca_key, None, ca_key, ca=True)
+    out["ca"] = write_pem(d / "ca", ca, ca_key)
     rogue_key = ec.generate_private_key(ec.SECP256R1())
-    rogue = _cert("rogue CA", rogue_key, None, rogue_key, ca=True)
+    rogue = issue("rogue CA", rogue_key, None, rogue_key, ca=True)
     for name, cn, issuer, ikey, ip in (
         ("server", "127.0.0.1", ca, ca_key, True),
         ("st1", "st1", ca, ca_key, False),
@@ -84,7 +38,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, str]]:
         ("wrong", "st1", rogue, rogue_key, False),
     ):
         key = ec.generate_private_key(ec.SECP256R1())
-        out[name] = _write(d / name, _cert(cn, key, issuer.subject, ikey, ip=ip), key)
+        out[name] = write_pem(d / name, issue(cn, key, issuer.subject, ikey, ip=ip), key)
     return out
 
 
