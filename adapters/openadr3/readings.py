@@ -18,7 +18,6 @@ loop calls it every few seconds, not every turn (:attr:`PlanReadings.every_s`).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from typing import Any
@@ -27,6 +26,7 @@ import numpy as np
 
 from adapters.openadr3.config import OpenAdr3Target
 from adapters.openadr3.mapping import Readings
+from aggregator.planning.request import select_sessions
 from markets.flexibility import fleet_flexibility_kw
 
 __all__ = ["PlanReadings"]
@@ -83,29 +83,6 @@ def _from_plan(
     session_feeder = topo.site_feeder[req.session_site] if req.n_sessions else np.zeros(0, int)
     for fid, fi in [*groups.items(), ("fleet", -1)]:
         keep = session_feeder == fi if fi >= 0 else np.ones(req.n_sessions, dtype=bool)
-        up, down = fleet_flexibility_kw(*_sub(plan, req, keep))
+        up, down = fleet_flexibility_kw(*select_sessions(plan, req, keep))
         flex[fid] = (max(0.0, float(up[step])), max(0.0, float(down[step])))
     return baseline, flex
-
-
-def _sub(plan: Any, req: Any, keep: Any) -> tuple[Any, Any]:
-    sub_req = dataclasses.replace(
-        req,
-        session_site=req.session_site[keep],
-        first_step=req.first_step[keep],
-        last_step=req.last_step[keep],
-        first_frac=req.first_frac[keep],
-        last_frac=req.last_frac[keep],
-        max_power_kw=req.max_power_kw[keep],
-        min_power_kw=req.min_power_kw[keep],
-        energy_needed_kwh=req.energy_needed_kwh[keep],
-        discharge_budget_kwh=req.discharge_budget_kwh[keep],
-        site_constraints=None,
-    )
-    sub_plan = dataclasses.replace(
-        plan,
-        power_kw=plan.power_kw[keep],
-        energy_kwh=plan.energy_kwh[keep],
-        shortfall_kwh=plan.shortfall_kwh[keep],
-    )
-    return sub_plan, sub_req

@@ -41,7 +41,7 @@ from adapters.serve.settings import ApiSettings
 from aggregator.errors import InvalidInput, TransientIO
 from aggregator.interfaces import Clock, MessageBus
 from aggregator.messages import DsoLimitCancel, DsoLimitMessage, encode
-from aggregator.planning.request import PlanRequest
+from aggregator.planning.request import select_sessions
 from aggregator.service.events import EventSink, FanOut
 from aggregator.service.replica import Service
 from aggregator.topology import Topology
@@ -124,25 +124,7 @@ def flexibility_view(service: Service | None, feeders: frozenset[str]) -> Mappin
     topo = service.topology
     site_ok = np.array([s.feeder_id in feeders or "*" in feeders for s in topo.sites], dtype=bool)
     keep = site_ok[req.session_site] if req.n_sessions else np.zeros(0, dtype=bool)
-    sub_req: PlanRequest = dataclasses.replace(
-        req,
-        session_site=req.session_site[keep],
-        first_step=req.first_step[keep],
-        last_step=req.last_step[keep],
-        first_frac=req.first_frac[keep],
-        last_frac=req.last_frac[keep],
-        max_power_kw=req.max_power_kw[keep],
-        min_power_kw=req.min_power_kw[keep],
-        energy_needed_kwh=req.energy_needed_kwh[keep],
-        discharge_budget_kwh=req.discharge_budget_kwh[keep],
-        site_constraints=None,
-    )
-    sub_plan = dataclasses.replace(
-        plan,
-        power_kw=plan.power_kw[keep],
-        energy_kwh=plan.energy_kwh[keep],
-        shortfall_kwh=plan.shortfall_kwh[keep],
-    )
+    sub_plan, sub_req = select_sessions(plan, req, keep)
     up, down = fleet_flexibility_kw(sub_plan, sub_req)
     return {
         "start": req.start,

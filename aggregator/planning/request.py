@@ -19,6 +19,7 @@ violation.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,6 +38,7 @@ __all__ = [
     "PlanRequest",
     "PlanWeights",
     "SiteLinearConstraints",
+    "select_sessions",
     "session_windows",
     "transfer_plan",
 ]
@@ -325,3 +327,31 @@ def transfer_plan(
         band68_kw=(p - a68 * dn, p + a68 * up),
         band95_kw=(p - a95 * dn, p + a95 * up),
     )
+
+
+def select_sessions(
+    plan: Plan, req: PlanRequest, keep: NDArray[np.bool_]
+) -> tuple[Plan, PlanRequest]:
+    """The plan and request restricted to the sessions ``keep`` marks (sites, steps, caps
+    and the site-level reserve unchanged; grid rows dropped: they refer to every session's
+    site power). For views of a part of the fleet, e.g. one feeder's flexibility."""
+    sub_req = dataclasses.replace(
+        req,
+        session_site=req.session_site[keep],
+        first_step=req.first_step[keep],
+        last_step=req.last_step[keep],
+        first_frac=req.first_frac[keep],
+        last_frac=req.last_frac[keep],
+        max_power_kw=req.max_power_kw[keep],
+        min_power_kw=req.min_power_kw[keep],
+        energy_needed_kwh=req.energy_needed_kwh[keep],
+        discharge_budget_kwh=req.discharge_budget_kwh[keep],
+        site_constraints=None,
+    )
+    sub_plan = dataclasses.replace(
+        plan,
+        power_kw=plan.power_kw[keep],
+        energy_kwh=plan.energy_kwh[keep],
+        shortfall_kwh=plan.shortfall_kwh[keep],
+    )
+    return sub_plan, sub_req
