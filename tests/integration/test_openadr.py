@@ -39,9 +39,9 @@ from openleadr.utils import (  # type: ignore[import-untyped, unused-ignore]
 from adapters.openadr import OpenAdrConfig, OpenAdrTarget, OpenAdrVen
 from adapters.stream.inprocess import RecordingSink
 from aggregator.interfaces import ManualClock
-from aggregator.messages import DsoLimitCancel, DsoLimitMessage, SessionStarted
-from aggregator.service.replica import Service, ServiceConfig
-from aggregator.topology import Feeder, Site, Topology
+from aggregator.messages import DsoLimitCancel, DsoLimitMessage
+from aggregator.service.replica import Service
+from tests.integration.dso_fleet import TOPO, charging_fleet
 
 pytestmark = pytest.mark.slow
 
@@ -49,14 +49,6 @@ POLL_S = 1.0
 VEN_ID, REG_ID, VTN_ID = "ven-1", "reg-1", "VTN-TEST"  # an all-lowercase vtnID is refused
 LIMIT_KW = 12.0
 WINDOW = timedelta(minutes=10)
-TOPO = Topology(
-    feeders=(Feeder("f1", 60.0), Feeder("f2", 60.0)),
-    sites=(
-        Site("s1", "f1", 40.0, csms_id="cs-a"),
-        Site("s2", "f1", 30.0, csms_id="cs-b"),
-        Site("s3", "f2", 40.0, csms_id="cs-a"),
-    ),
-)
 F1 = OpenAdrTarget(type="feeder", id="f1", capacity_kw=60.0)
 
 
@@ -381,23 +373,7 @@ class Rig:
 
 def make_rig() -> Rig:
     now = datetime.now(UTC)
-    clock = ManualClock(now)
-    sink = RecordingSink()
-    svc = Service(TOPO, ServiceConfig(horizon_s=6 * 3600.0), clock=clock, sink=sink)
-    for i, site in enumerate(["s1", "s1", "s2", "s2", "s3"]):
-        svc.on_telemetry(
-            SessionStarted(
-                ts=now,
-                feeder_id="f2" if site == "s3" else "f1",
-                site_id=site,
-                evse_id=f"e{i}",
-                csms_id="cs-b" if site == "s2" else "cs-a",
-                session_id=f"sess{i}",
-                departure=now + timedelta(hours=5),
-                energy_requested_kwh=40.0,
-                max_power_kw=11.0,
-            )
-        )
+    svc, clock, sink = charging_fleet(now)
     rig = Rig(svc, sink, clock, queue.Queue(), {})
     before = rig.dispatch(now)
     assert before["f1"] > 3 * LIMIT_KW  # unconstrained, f1 would draw far more
