@@ -6,6 +6,14 @@ assignor whose rebalance listener seeks replay partitions to their beginning; a
 group-less frequency consumer assigned at the end of every partition; an idempotent
 ``acks=all`` producer (kafka-python's default partitioner is murmur2); the admin client
 for topics. kafka-python runs rebalance callbacks inside ``poll`` on the caller's thread.
+
+Joining a group takes a JoinGroup and a SyncGroup round trip. kafka-python 3 drops a join
+that completes between two polls and sends JoinGroup again, and a leader's repeated
+JoinGroup starts a new rebalance: with the runner's 5 ms polls two replicas were seen
+rebalancing every 100 ms for up to a minute. So from a revocation (which starts every
+join) until the next assignment, ``poll`` waits up to :data:`_JOIN_WAIT_MS` and the join
+completes inside one poll. Nothing is lost by the wait: a replica publishes nothing
+between a revocation and its next assignment.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ __all__ = ["KafkaPythonTransport"]
 
 _TIMEOUT_MS = 10_000
 _READ_TIMEOUT_S = 120.0  # a takeover read (state, setpoints) that takes longer fails
+_JOIN_WAIT_MS = 500  # a poll's wait while the group (re)joins: see the module docstring
 
 
 def _message(r: Any) -> Message:
@@ -61,14 +70,17 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self.replay = replay
         self.on_assign = on_assign
         self.on_revoke = on_revoke
+        self.joining = True  # until the first assignment
 
     def on_partitions_revoked(self, revoked: Sequence[KTP]) -> None:
+        self.joining = True  # kafka-python revokes (maybe nothing) before every join
         self.on_revoke([TopicPartition(p.topic, p.partition) for p in revoked])
 
     def on_partitions_assigned(self, assigned: Sequence[KTP]) -> None:
         again = [p for p in assigned if p.topic in self.replay]
         if again:
             self.consumer.seek_to_beginning(*again)
+        self.joining = False
         self.on_assign([TopicPartition(p.topic, p.partition) for p in assigned])
 
 
@@ -101,6 +113,7 @@ class KafkaPythonTransport:
         )
         self._freq: KafkaConsumer | None = None
         self._futures: list[Any] = []
+        self._listener: _Listener | None = None
 
     # ------------------------------------------------------------------ consumer
 
@@ -112,13 +125,15 @@ class KafkaPythonTransport:
         on_assign: PartitionsCallback,
         on_revoke: PartitionsCallback,
     ) -> None:
-        listener = _Listener(self._consumer, set(replay), on_assign, on_revoke)
-        self._consumer.subscribe(list(topics), listener=listener)
+        self._listener = _Listener(self._consumer, set(replay), on_assign, on_revoke)
+        self._consumer.subscribe(list(topics), listener=self._listener)
 
     def poll(self, timeout_s: float, max_records: int) -> Sequence[Message]:
         try:
             # kafka-python 3 completes a group join only in a poll that may wait: >= 5 ms
             wait_ms = max(5, int(timeout_s * 1000))
+            if self._listener is not None and self._listener.joining:
+                wait_ms = max(wait_ms, _JOIN_WAIT_MS)
             got = self._consumer.poll(timeout_ms=wait_ms, max_records=max_records)
         except KafkaError as exc:
             raise TransientIO(str(exc)) from exc
