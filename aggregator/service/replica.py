@@ -81,7 +81,9 @@ from aggregator.service.planrunner import (
 from aggregator.service.plans import PlanDesk
 from aggregator.service.poolrecord import PoolSampler
 from aggregator.service.request import plan_request
-from aggregator.service.views import DispatchOutcome, feeder_headroom_kw, measured_power_kw
+from aggregator.service.views import DispatchOutcome, measured_power_kw
+from aggregator.service.views import feeder_demand_kw as _demand
+from aggregator.service.views import feeder_headroom_kw as _headroom
 from aggregator.topology import Topology
 
 __all__ = ["HISTORY", "DispatchOutcome", "PriceSeries", "Service", "ServiceConfig", "ServiceStatus"]
@@ -467,9 +469,13 @@ class Service:
         res = self.plans.result
         return res.job.request if res is not None else None
 
+    def feeder_demand_kw(self) -> dict[str, float]:
+        """Per feeder, Σ max power of its live sessions (at most its rating)."""
+        return _demand(self.fleet, self.topology)
+
     def feeder_headroom_kw(self) -> dict[str, float]:
         """Per feeder, its cap now minus the limit-safe base the fast loop dispatches around."""
-        return feeder_headroom_kw(self._frame, self.topology)
+        return _headroom(self._frame, self.topology)
 
     @property
     def last_grid_check(self) -> GridCheck | None:

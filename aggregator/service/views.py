@@ -15,7 +15,7 @@ from aggregator.fleet import FleetState
 from aggregator.service.frame import Frame
 from aggregator.topology import Topology
 
-__all__ = ["DispatchOutcome", "feeder_headroom_kw", "measured_power_kw"]
+__all__ = ["DispatchOutcome", "feeder_demand_kw", "feeder_headroom_kw", "measured_power_kw"]
 
 
 @dataclass(frozen=True)
@@ -52,3 +52,13 @@ def feeder_headroom_kw(frame: Frame | None, topo: Topology) -> dict[str, float]:
         f.feeder_id: float(frame.dispatch.feeder_cap_kw[i] - base[i])
         for i, f in enumerate(topo.feeders)
     }
+
+
+def feeder_demand_kw(fleet: FleetState, topo: Topology) -> dict[str, float]:
+    """Per feeder, what its live sessions could draw: Σ their maximum power, at most the
+    feeder's rating (what a fleet splitter shares the fleet cap by)."""
+    n = fleet.n_slots
+    most = np.where(fleet.active[:n], fleet.max_power_kw[:n], 0.0)
+    site = np.bincount(fleet.site[:n], weights=most, minlength=topo.n_sites)
+    feeder = np.bincount(topo.site_feeder, weights=site, minlength=topo.n_feeders)
+    return {fd.feeder_id: float(min(feeder[i], fd.limit_kw)) for i, fd in enumerate(topo.feeders)}

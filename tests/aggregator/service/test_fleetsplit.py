@@ -96,4 +96,4 @@ def test_no_phase_of_a_resplit_exceeds_the_cap(
     }
     assert math.fsum(during_inc.values()) <= cap + 1e-9
     final = {**after_dec, **t.increases}
-    assert all(abs(final[f] - new[f]) <= 1e-3 for f in r)
+    assert all(abs(final[f] - new[f]) <= 1.5e-3 for f in r)  # changes ≤ 1 W skipped
