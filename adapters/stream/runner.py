@@ -47,6 +47,7 @@ import structlog
 
 from adapters.csms.kafka import KafkaSetpointSink
 from adapters.ops.metrics import Metrics
+from adapters.stream.fleet import demand_report, static_share_limits
 from adapters.stream.gate import GatedSink
 from adapters.stream.router import Rejection, dead_letter_headers, route, route_frequency
 from adapters.stream.settings import KafkaSettings
@@ -151,6 +152,9 @@ class StreamRunner:
         self._catchup: dict[TopicPartition, int] | None = None
         self.catchup_deadline = 0.0  # monotonic s: failsafe-only batches after it
         self.tick_s = _TICK_S
+        self.fleet_control = kafka.fleet_control()
+        self.report_s = kafka.fleet_report_interval_s
+        self._last_report = 0.0
         self._busy = False
         self.transport.subscribe(
             [self.topics.telemetry, self.topics.grid_signals],
@@ -223,6 +227,11 @@ class StreamRunner:
         lease_left_s = self.config.setpoint_validity_s / 2
         if topo.sites:  # a replica may own partitions no feeder hashes to: it idles, ready
             svc = self._build(topo)
+            # each owned feeder's default share of the static fleet cap, before the replay
+            # of the grid signals (whose shares, if any, replace it): see adapters.stream.fleet
+            now = self.clock.now()
+            for share in static_share_limits(self.topology, list(topo.feeder_index), now):
+                svc.on_grid_signal(share)
             sites = topo.site_index
             for st in restore_sessions(self.transport, self.topics.state):
                 if st.site_id in sites:
@@ -324,6 +333,11 @@ class StreamRunner:
             self._last_tick = time.monotonic()
             svc.tick()
             self.metrics.set_headroom(svc.feeder_headroom_kw())
+        if svc is not None and time.monotonic() - self._last_report >= self.report_s:
+            self._last_report = time.monotonic()  # the fleet splitter's input (no blocking)
+            report = demand_report(svc.feeder_demand_kw(), self.kafka.client_id, self.clock.now())
+            self.transport.produce(self.fleet_control, None, report)
+            produced = True
         produced = self.state.write_due() > 0 or produced
         if produced or batch or self.gate.sent:
             self.gate.sent = 0
@@ -333,6 +347,10 @@ class StreamRunner:
 
     def _commit(self) -> None:
         offsets = self.state.committable(self._consumed)
+        if not self.gate.is_open:  # a committed grid signal means its batches went out (the
+            # fleet splitter's acknowledgement); they are replayed from the beginning anyway
+            gs = self.topics.grid_signals
+            offsets = {tp: o for tp, o in offsets.items() if tp.topic != gs}
         todo = {tp: o for tp, o in offsets.items() if self._committed.get(tp) != o}
         if todo:
             try:

@@ -43,6 +43,22 @@ class KafkaSettings(BaseModel):
     # a session's state record at most once per EVSE per this many seconds (start and end
     # are written at once)
     state_interval_s: float = Field(10.0, ge=0)
+    # fleet caps split into per-feeder shares (adapters/stream/fleet.py): the control topic
+    # (one partition; default: the grid-signals topic's prefix + "fleet-control"), how often
+    # a replica reports its feeders' demand there, how often the splitter re-splits (0: the
+    # default split by rating only), and the floor each feeder keeps (share of its default)
+    fleet_control_topic: str | None = None
+    fleet_report_interval_s: float = Field(2.0, gt=0)
+    fleet_split_interval_s: float = Field(3.0, ge=0)
+    fleet_floor_frac: float = Field(0.2, ge=0, le=1)
+
+    def fleet_control(self) -> str:
+        """The fleet control topic: set, or next to the grid-signals topic."""
+        if self.fleet_control_topic:
+            return self.fleet_control_topic
+        gs = self.grid_signals_topic
+        head, dot, _ = gs.rpartition(".")
+        return f"{head}.fleet-control" if dot else f"{gs}.fleet-control"
 
     def topics(self) -> Topics:
         return Topics(

@@ -57,13 +57,17 @@ def feeder_partition(feeder_id: str, partitions: int) -> int:
 
 
 def owned_topology(topology: Topology, partitions: int, owned: set[int]) -> Topology:
-    """The part of ``topology`` whose feeders hash to the ``owned`` partitions."""
+    """The part of ``topology`` whose feeders hash to the ``owned`` partitions.
+
+    Its fleet limit is unbounded: the static fleet cap is never copied whole into a part
+    (N replicas would draw N times it); each feeder's share of it is a feeder limit instead
+    (:func:`adapters.stream.fleet.static_share_limits`, replaced by the splitter's)."""
     feeders = tuple(
         f for f in topology.feeders if feeder_partition(f.feeder_id, partitions) in owned
     )
     ids = {f.feeder_id for f in feeders}
     sites = tuple(s for s in topology.sites if s.feeder_id in ids)
-    return Topology(feeders, sites, topology.fleet_limit_kw)
+    return Topology(feeders, sites)
 
 
 def topic_specs(settings: KafkaSettings) -> list[TopicSpec]:
@@ -76,6 +80,11 @@ def topic_specs(settings: KafkaSettings) -> list[TopicSpec]:
         )
         for name in plain
     ]
+    specs.append(  # the fleet splitter's: one partition, so one owner splits
+        TopicSpec(
+            name=settings.fleet_control(), partitions=1, replication=settings.replication_factor
+        )
+    )
     specs.append(
         TopicSpec(
             name=t.state,

@@ -41,7 +41,9 @@ def test_missing_topics_are_created_with_the_state_topic_compacted() -> None:
         k.setpoints_topic,
         k.state_topic,
         k.deadletter_topic,
+        k.fleet_control(),
     }
+    assert len(broker.topics[k.fleet_control()]) == 1  # one owner: the fleet splitter
     assert broker.configs[k.state_topic] == {"cleanup.policy": "compact"}
     assert broker.configs[k.telemetry_topic] == {}
     assert len(broker.topics[k.telemetry_topic]) == 4
