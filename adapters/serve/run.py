@@ -181,6 +181,11 @@ def serve(
             group=settings.kafka.group_id,
             http_port=http.port,
         )
+        splitter = None  # fleet caps re-split by demand (confluent-kafka only)
+        if settings.kafka.fleet_split_interval_s > 0 and settings.kafka.client == "confluent":
+            from adapters.stream.fleet import FleetSplitter
+
+            splitter = FleetSplitter(settings.kafka, topology).start()
         try:
             refreshed = lagged = 0.0
             while not stop.is_set():
@@ -208,6 +213,8 @@ def serve(
                 keys.stop()
             if follower is not None:
                 follower.stop()
+            if splitter is not None:
+                splitter.stop()
             runner.close()
             if history is not None:
                 history.close()
