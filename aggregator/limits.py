@@ -1,7 +1,9 @@
 """DSO limits and the book that turns them into per-group caps.
 
 A :class:`DsoLimit` caps the net import (kW, positive = import) of a target — a site, a
-feeder (a transformer area is a feeder here) or the whole fleet — over ``[start, end)``.
+feeder (a transformer area is a feeder here) or the whole fleet — over ``[start, end)``;
+with ``direction=EXPORT`` it caps the net export (kW ≥ 0, V2G) of a site instead (export
+caps exist per site only: the fleet's export is bounded through its sites).
 The :class:`LimitBook` holds the limits currently known, keyed by event id (a repeated
 event id replaces the earlier limit, a cancellation removes it), and answers:
 
@@ -38,7 +40,7 @@ from numpy.typing import NDArray
 from aggregator.errors import Issue
 from aggregator.topology import Topology
 
-__all__ = ["Caps", "DsoLimit", "LimitBook", "TargetType"]
+__all__ = ["Caps", "Direction", "DsoLimit", "LimitBook", "TargetType"]
 
 
 class TargetType(StrEnum):
@@ -47,9 +49,17 @@ class TargetType(StrEnum):
     FLEET = "fleet"
 
 
+class Direction(StrEnum):
+    """What a limit caps: net import (the default) or net export (V2G, sites only)."""
+
+    IMPORT = "import"
+    EXPORT = "export"
+
+
 @dataclass(frozen=True, slots=True)
 class DsoLimit:
-    """A cap on net import of one target over a time window (UTC, end exclusive)."""
+    """A cap on net import (or, ``direction=EXPORT``, net export) of one target over a time
+    window (UTC, end exclusive)."""
 
     event_id: str
     target_type: TargetType
@@ -59,6 +69,7 @@ class DsoLimit:
     limit_kw: float
     priority: int = 0
     source: str = "rest"
+    direction: Direction = Direction.IMPORT
 
     def validate(self, topology: Topology | None = None) -> list[Issue]:
         issues: list[Issue] = []
@@ -76,6 +87,7 @@ class DsoLimit:
             issues.append(Issue("end", "must be after start", ids))
         if not math.isfinite(self.limit_kw):
             issues.append(Issue("limit_kw", "must be finite", ids))
+        issues += self.direction_issues()
         if topology is not None:
             if self.target_type is TargetType.SITE and self.target_id not in topology.site_index:
                 issues.append(Issue("target_id", f"unknown site {self.target_id!r}", ids))
@@ -85,6 +97,33 @@ class DsoLimit:
             ):
                 issues.append(Issue("target_id", f"unknown feeder {self.target_id!r}", ids))
         return issues
+
+    def direction_issues(self) -> list[Issue]:
+        """An export cap must target a site and be ≥ 0 kW (0 = no export)."""
+        if self.direction is not Direction.EXPORT:
+            return []
+        ids = (self.event_id,)
+        out: list[Issue] = []
+        if self.target_type is not TargetType.SITE:
+            out.append(
+                Issue(
+                    field="target_type",
+                    code="export_needs_site",
+                    ids=ids,
+                    message="export caps apply to sites only (a feeder's or the fleet's "
+                    "export is bounded through its sites)",
+                )
+            )
+        if math.isfinite(self.limit_kw) and self.limit_kw < 0:
+            out.append(
+                Issue(
+                    field="limit_kw",
+                    code="negative_export_cap",
+                    ids=ids,
+                    message="an export cap must be >= 0 kW (0 = no export)",
+                )
+            )
+        return out
 
     def overlaps(self, start: datetime, end: datetime) -> bool:
         return self.start < end and start < self.end
@@ -167,6 +206,7 @@ class LimitBook:
         site = np.repeat(topo.site_limit_kw[:, None], steps, axis=1)
         feeder = np.repeat(topo.feeder_limit_kw[:, None], steps, axis=1)
         fleet = np.full(steps, topo.fleet_limit_kw, dtype=np.float64)
+        export = np.repeat(topo.site_limit_kw[:, None], steps, axis=1)
         step = timedelta(seconds=step_s)
         for lim in self._limits.values():
             first = max(0, math.floor((lim.start - start) / step))
@@ -174,8 +214,7 @@ class LimitBook:
             if last <= first:
                 continue
             sl = slice(first, last)
-            self._apply(lim, site, feeder, fleet, sl)
-        export = np.repeat(topo.site_limit_kw[:, None], steps, axis=1)
+            self._apply(lim, site, feeder, fleet, export, sl)
         return Caps(site, feeder, fleet, export)
 
     def _caps(self, active: Sequence[DsoLimit]) -> Caps:
@@ -183,9 +222,10 @@ class LimitBook:
         site = topo.site_limit_kw.copy()
         feeder = topo.feeder_limit_kw.copy()
         fleet = np.array(topo.fleet_limit_kw, dtype=np.float64)
+        export = topo.site_limit_kw.copy()
         for lim in active:
-            self._apply(lim, site, feeder, fleet, ...)
-        return Caps(site, feeder, fleet, topo.site_limit_kw.copy())
+            self._apply(lim, site, feeder, fleet, export, ...)
+        return Caps(site, feeder, fleet, export)
 
     def _apply(
         self,
@@ -193,9 +233,15 @@ class LimitBook:
         site: NDArray[np.float64],
         feeder: NDArray[np.float64],
         fleet: NDArray[np.float64],
+        export: NDArray[np.float64],
         sl: slice | EllipsisType,
     ) -> None:
         topo = self._topology
+        if lim.direction is Direction.EXPORT:  # sites only (validated)
+            j = topo.site_index.get(lim.target_id)
+            if j is not None and lim.target_type is TargetType.SITE:
+                export[j, sl] = np.minimum(export[j, sl], max(lim.limit_kw, 0.0))
+            return
         if lim.target_type is TargetType.SITE:
             i = topo.site_index.get(lim.target_id)
             if i is not None:

@@ -61,7 +61,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from aggregator.errors import InvalidInput, Issue
-from aggregator.limits import DsoLimit, TargetType
+from aggregator.limits import Direction, DsoLimit, TargetType
 
 __all__ = [
     "JSON_SCHEMA_DIALECT",
@@ -269,7 +269,8 @@ Telemetry = Annotated[
 
 
 class DsoLimitMessage(_Wire):
-    """A DSO cap on net import of a site, feeder or the fleet over ``[start, end)``."""
+    """A DSO cap on net import of a site, feeder or the fleet over ``[start, end)``, or
+    (``direction="export"``) on a site's net export."""
 
     type: Literal["dso_limit"] = "dso_limit"
     ts: UtcDatetime
@@ -281,6 +282,7 @@ class DsoLimitMessage(_Wire):
     limit_kw: Annotated[Kw, Field(ge=-MAX_POWER_KW)]
     priority: StrictInt = 0
     source: Id = "rest"
+    direction: Literal["import", "export"] = "import"
 
     _end_after_start = field_validator("end")(_after("start", "end must be after start"))
 
@@ -295,6 +297,7 @@ class DsoLimitMessage(_Wire):
             limit_kw=self.limit_kw,
             priority=self.priority,
             source=self.source,
+            direction=Direction(self.direction),
         )
 
 

@@ -86,7 +86,7 @@ from adapters.api.models import (
 from adapters.api.telemetry import TelemetryIngest, telemetry_router, telemetry_schemas
 from adapters.dso.intake import EVENT_ID_PATTERN, EVENT_ID_TAKEN, BookEntry, LimitIntake
 from aggregator.errors import InvalidInput, TransientIO
-from aggregator.limits import DsoLimit, TargetType
+from aggregator.limits import Direction, DsoLimit, TargetType
 from aggregator.topology import Topology
 
 __all__ = [
@@ -184,6 +184,7 @@ def _out(entry: BookEntry) -> LimitOut:
         end=lim.end,
         limit_kw=lim.limit_kw,
         priority=lim.priority,
+        direction=lim.direction.value,
         source=lim.source,
         dso=dso_of(lim.source),
         created_at=entry.received_at,
@@ -282,6 +283,7 @@ def _limits_router(ctx: ApiContext) -> APIRouter:
                 limit_kw=body.limit_kw,
                 priority=body.priority,
                 source=source,
+                direction=Direction(body.direction),
             )
             try:
                 entry, before = ctx.intake.submit(limit)

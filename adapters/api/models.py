@@ -106,9 +106,16 @@ class LimitIn(BaseModel):
     start: ApiTime = Field(description="ISO 8601 string with 'Z' or a UTC offset.")
     end: ApiTime = Field(description="After start and after now; same format.")
     limit_kw: float = Field(
-        strict=True, ge=0.0, le=MAX_LIMIT_KW, description="Import cap in kW (0 = off)."
+        strict=True,
+        ge=0.0,
+        le=MAX_LIMIT_KW,
+        description="Cap in kW: on import (0 = off), or with direction 'export' on a site's "
+        "export (0 = no export).",
     )
     priority: int = Field(0, strict=True, ge=0, le=100)
+    direction: Literal["import", "export"] = Field(
+        "import", description="'export' caps a site's net export (V2G); sites only."
+    )
 
 
 class LimitOut(BaseModel):
@@ -121,6 +128,7 @@ class LimitOut(BaseModel):
     end: datetime
     limit_kw: float
     priority: int
+    direction: Literal["import", "export"] = "import"
     source: str = Field(description="Who sent it: 'rest:<dso>', 'openadr', …")
     dso: str | None = Field(description="The DSO that owns it on this API (REST limits).")
     created_at: datetime

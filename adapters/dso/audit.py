@@ -48,7 +48,7 @@ from adapters.dso.chain import (
     verify,
 )
 from aggregator.errors import InvalidInput, Issue
-from aggregator.limits import DsoLimit
+from aggregator.limits import Direction, DsoLimit
 from aggregator.pebc import is_utc
 
 __all__ = [
@@ -217,6 +217,8 @@ def limit_received(log: AuditLog, limit: DsoLimit, at: datetime) -> AuditEntry:
         "limit_kw": limit.limit_kw,
         "priority": limit.priority,
     }
+    if limit.direction is Direction.EXPORT:  # import limits keep their earlier payload
+        payload["direction"] = limit.direction.value
     return log.append(LIMIT_RECEIVED, payload, at, source=limit.source)
 
 

@@ -140,6 +140,7 @@ def limit_issues(limit: DsoLimit, topology: Topology, now: datetime) -> list[Iss
         bad("target_id", "unknown_feeder", f"unknown feeder {tid!r}")
     if not limit.source:
         bad("source", "missing_source", "must name who sent the limit")
+    issues += limit.direction_issues()
     return issues
 
 
@@ -255,6 +256,7 @@ class LimitIntake:
                 limit_kw=limit.limit_kw,
                 priority=limit.priority,
                 source=limit.source,
+                direction=limit.direction.value,
             )
             key = self.key(limit)
             self._send(key, msg)

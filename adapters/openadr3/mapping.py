@@ -14,8 +14,9 @@ payload type               becomes
 ``IMPORT_CAPACITY_LIMIT``  a limit (net-import cap, kW) on each target, the window of
                            the interval
 ``DISPATCH_SETPOINT``      the same (the setpoint caps import; a lower of the two wins)
-``EXPORT_CAPACITY_LIMIT``  an Issue ``export_limit_not_enforced``: gridflex's DSO limits
-                           cap import only (see the README's OpenADR 3 section)
+``EXPORT_CAPACITY_LIMIT``  an export cap (kW ≥ 0) on each **site** target (id
+                           ``…:i{interval}:export:…``); on a feeder or fleet target an
+                           Issue ``export_needs_site`` (export caps exist per site)
 anything else              ignored (prices, alerts … are not limits)
 =========================  ==========================================================
 
@@ -42,7 +43,7 @@ import calendar
 import hashlib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -234,21 +235,31 @@ def limit_id(event_id: str, interval_id: int | str, target: OpenAdr3Target) -> s
 
 def _interval_caps(event: Event, iv: Interval) -> tuple[float | None, list[Issue]]:
     """The lowest import cap (kW) of one interval's payloads, and what could not be read."""
+    return _lowest(event, iv, CAP_TYPES)
+
+
+def _export_cap(event: Event, iv: Interval) -> tuple[float | None, list[Issue]]:
+    """The lowest export cap (kW) of one interval's payloads, and what could not be read."""
+    cap, issues = _lowest(event, iv, (EXPORT_TYPE,))
+    if cap is not None and cap < 0:
+        issues.append(
+            Issue(
+                field=f"intervals[{iv.id}].payloads.{EXPORT_TYPE}",
+                code="negative_export_cap",
+                message=f"an export cap must be >= 0 kW, got {cap:g}",
+                ids=(event.id,),
+            )
+        )
+        return None, issues
+    return cap, issues
+
+
+def _lowest(event: Event, iv: Interval, types: Sequence[str]) -> tuple[float | None, list[Issue]]:
     units = _units(event)
     cap: float | None = None
     issues: list[Issue] = []
     for p in iv.payloads:
-        if p.type == EXPORT_TYPE:
-            issues.append(
-                Issue(
-                    field=f"intervals[{iv.id}].payloads",
-                    code="export_limit_not_enforced",
-                    message="EXPORT_CAPACITY_LIMIT: gridflex DSO limits cap import only",
-                    ids=(event.id,),
-                )
-            )
-            continue
-        if p.type not in CAP_TYPES:
+        if p.type not in types:
             continue
         try:
             if len(p.values) != 1:
@@ -284,6 +295,10 @@ def event_to_limits(
     for w in windows:
         cap, more = _interval_caps(event, w.interval)
         issues += more
+        export, more = _export_cap(event, w.interval)
+        issues += more
+        if export is not None:
+            limits += _export_limits(event, w, targets, export, priority, config, now, issues)
         if cap is None:
             continue
         for _, target in targets:
@@ -301,6 +316,47 @@ def event_to_limits(
                 )
             )
     return limits, issues
+
+
+def _export_limits(
+    event: Event,
+    w: Window,
+    targets: list[tuple[str, OpenAdr3Target]],
+    cap_kw: float,
+    priority: int,
+    config: OpenAdr3Config,
+    now: datetime,
+    issues: list[Issue],
+) -> list[DsoLimitMessage]:
+    """One export cap per site target; an Issue for every other target."""
+    out: list[DsoLimitMessage] = []
+    for name, target in targets:
+        if target.type != "site":
+            issues.append(
+                Issue(
+                    field="targets",
+                    code="export_needs_site",
+                    message=f"{EXPORT_TYPE} on a {target.type} target: export caps apply to "
+                    "sites only",
+                    ids=(event.id, name or target.id),
+                )
+            )
+            continue
+        out.append(
+            DsoLimitMessage(
+                ts=now,
+                event_id=limit_id(event.id, f"{w.interval_id}:export", target),
+                target_type="site",
+                target_id=target.id,
+                start=w.start,
+                end=w.end,
+                limit_kw=cap_kw,
+                priority=priority,
+                source=config.source,
+                direction="export",
+            )
+        )
+    return out
 
 
 def safe_mode_caps(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregator.limits import Caps, DsoLimit, LimitBook, TargetType
+from aggregator.limits import Caps, Direction, DsoLimit, LimitBook, TargetType
 from aggregator.topology import Feeder, Site, Topology
 
 T0 = datetime(2025, 3, 1, 6, 0, tzinfo=UTC)
@@ -362,3 +363,32 @@ def test_caps_are_constant_between_consecutive_changes(
         np.testing.assert_array_equal(later.site_kw, here.site_kw)
     if nxt is not None:
         assert nxt in book.changes_between(t - timedelta(seconds=1), nxt + timedelta(seconds=1))
+
+
+# --- export caps (V2G) ------------------------------------------------------------------
+
+
+def test_an_export_limit_caps_the_site_export_only_and_only_in_its_window() -> None:
+    book = LimitBook(TOPOLOGY)
+    book.add(replace(limit("X1", limit_kw=20.0, start=10, end=40), direction=Direction.EXPORT))
+    book.add(replace(limit("X2", limit_kw=60.0, start=0, end=60), direction=Direction.EXPORT))
+    inside = book.caps_at(at(15))
+    assert_caps(inside, SITE, FEEDER, 500.0)  # import caps untouched
+    np.testing.assert_array_equal(inside.site_export_kw, [20.0, 100.0, 50.0])
+    np.testing.assert_array_equal(book.caps_at(at(45)).site_export_kw, [60.0, 100.0, 50.0])
+    np.testing.assert_array_equal(book.caps_at(at(60)).site_export_kw, SITE)
+    steps = book.caps_for_steps(at(0), STEP_S, 4)  # 15 min steps; X1 overlaps steps 0..2
+    np.testing.assert_array_equal(steps.site_export_kw[0], [20.0, 20.0, 20.0, 60.0])
+    np.testing.assert_array_equal(steps.site_kw[0], [150.0] * 4)
+
+
+def test_an_export_limit_must_target_a_site_and_be_non_negative() -> None:
+    bad = replace(limit("X", TargetType.FEEDER, "F1", limit_kw=-1.0), direction=Direction.EXPORT)
+    assert sorted(i.code for i in bad.validate(TOPOLOGY)) == [
+        "export_needs_site",
+        "negative_export_cap",
+    ]
+    assert all(i.ids == ("X",) for i in bad.validate(TOPOLOGY))
+    ok = replace(limit("X", limit_kw=0.0), direction=Direction.EXPORT)
+    assert ok.validate(TOPOLOGY) == []
+    np.testing.assert_array_equal(LimitBook(TOPOLOGY, [ok]).caps_at(at(1)).site_export_kw[0], 0.0)

@@ -297,6 +297,24 @@ def test_zero_is_a_valid_limit_and_offsets_are_normalised_to_utc(api: Api) -> No
     assert r.json()["limit_kw"] == 0.0
 
 
+def test_an_export_cap_is_posted_published_and_listed_with_its_direction(api: Api) -> None:
+    body = limit(target_type="site", target_id="s1", limit_kw=5.0, direction="export")
+    r = api.post("a-all", body)
+    assert r.status_code == 201, r.text
+    assert r.json()["direction"] == "export" and r.json()["limit_kw"] == 5.0
+    (msg,) = api.published
+    assert isinstance(msg, DsoLimitMessage) and msg.direction == "export"
+    listed = api.get("a-all", "/v1/limits").json()
+    assert [x["direction"] for x in listed] == ["export"]
+    # a feeder has no export cap of its own: refused with the reason, nothing published
+    r = api.post("a-all", limit(direction="export", event_id="x2"))
+    assert r.status_code == 422 and "sites only" in r.text
+    assert problems(api.post("a-all", limit(direction="both"))) == [
+        ("direction", "Input should be 'import' or 'export'")
+    ]
+    assert len(api.published) == 1
+
+
 def test_unknown_targets_are_422(api: Api) -> None:
     assert problems(api.post("a-all", limit(target_type="site", target_id="nope"))) == [
         ("target_id", "unknown site 'nope'")

@@ -180,10 +180,39 @@ def test_problems_are_issues_with_the_event_id_and_known_parts_still_apply() -> 
     assert [(m.target_id, m.limit_kw) for m in limits] == [("f1", 10.0)]
     assert sorted(i.code for i in issues) == [
         "bad_value",
-        "export_limit_not_enforced",
+        "export_needs_site",  # the export cap targets a feeder: export caps are per site
         "unknown_target",
     ]
     assert all("42" in i.ids for i in issues)
+
+
+def test_an_export_capacity_limit_becomes_an_export_cap_on_each_site_target() -> None:
+    e = ev(
+        targets=["site-s1", "feeder-f1"],
+        payloadDescriptors=[
+            {"payloadType": "EXPORT_CAPACITY_LIMIT", "units": "W"},
+            {"payloadType": "IMPORT_CAPACITY_LIMIT", "units": "W"},
+        ],
+        intervals=[
+            {
+                "id": 0,
+                "payloads": [
+                    {"type": "EXPORT_CAPACITY_LIMIT", "values": [7000]},
+                    {"type": "IMPORT_CAPACITY_LIMIT", "values": [20000]},
+                ],
+            },
+            {"id": 1, "payloads": [{"type": "EXPORT_CAPACITY_LIMIT", "values": [-1]}]},
+        ],
+    )
+    limits, issues = event_to_limits(e, CFG, NOW)
+    exports = [m for m in limits if m.direction == "export"]
+    imports = [m for m in limits if m.direction == "import"]
+    assert [(m.target_type, m.target_id, m.limit_kw) for m in exports] == [("site", "s1", 7.0)]
+    assert {(m.target_id, m.limit_kw) for m in imports} == {("s1", 20.0), ("f1", 20.0)}
+    assert exports[0].event_id != imports[0].event_id  # both in force side by side
+    assert exports[0].to_domain().direction.value == "export"
+    assert sorted(i.code for i in issues) == ["export_needs_site", "negative_export_cap"]
+    assert limit_issues(exports[0].to_domain(), TOPO, NOW) == []
 
 
 def test_an_untargeted_event_means_the_ven_target_and_priority_is_kept() -> None:

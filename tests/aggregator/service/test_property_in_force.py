@@ -417,6 +417,8 @@ class World:
 
     def limit(self, target: str, start_s: float, duration_s: float, limit_kw: float) -> None:
         kind, _, tid = target.partition(":")
+        export = kind == "site-export"  # a site's export cap (V2G)
+        kind = "site" if export else kind
         event_id = f"ev{len(self.limit_ids)}"
         msg = DsoLimitMessage(
             ts=self.now(),
@@ -426,6 +428,7 @@ class World:
             start=self.now() + timedelta(seconds=start_s),
             end=self.now() + timedelta(seconds=start_s + duration_s),
             limit_kw=limit_kw,
+            direction="export" if export else "import",
         )
         self.limit_ids.append(event_id)
         self._signal(encode(msg), target=kind)
@@ -484,7 +487,12 @@ class World:
 # ----------------------------------------------------------------------- histories
 
 KW = st.sampled_from([3.7, 7.4, 11.0, 22.0])
-TARGETS = st.sampled_from(["site:S1", "site:S2", "site:S3", "feeder:F1", "feeder:F2", "fleet:"])
+TARGETS = st.sampled_from(
+    [
+        *("site:S1", "site:S2", "site:S3", "feeder:F1", "feeder:F2", "fleet:"),
+        *("site-export:S1", "site-export:S2", "site-export:S3"),  # export caps (V2G)
+    ]
+)
 BAD = st.sampled_from(
     [
         "foreign_csms",

@@ -74,6 +74,7 @@ def limit(
     event: str = "ev1",
     start: datetime = T0,
     hours: float = 3.0,
+    direction: str = "import",
 ) -> Record:
     msg = DsoLimitMessage(
         ts=T0,
@@ -83,6 +84,7 @@ def limit(
         start=start,
         end=start + timedelta(hours=hours),
         limit_kw=kw,
+        direction=direction,  # type: ignore[arg-type]
     )
     return Record(TOPICS.grid_signals, target_id, encode(msg))
 
@@ -235,7 +237,7 @@ def test_meter_values_update_state_and_sessions_finish() -> None:
 def event_streams(draw: st.DrawFn) -> list[tuple[str, object]]:
     events: list[tuple[str, object]] = []
     for _ in range(draw(st.integers(3, 25))):
-        kind = draw(st.sampled_from(["start", "freq", "limit", "site_limit", "tick"]))
+        kind = draw(st.sampled_from(["start", "freq", "limit", "site_limit", "export", "tick"]))
         if kind == "start":
             events.append(
                 (
@@ -252,10 +254,8 @@ def event_streams(draw: st.DrawFn) -> list[tuple[str, object]]:
             events.append(("freq", draw(st.floats(49.5, 50.5))))
         elif kind == "limit":
             events.append(("limit", draw(st.floats(0.0, 80.0))))
-        elif kind == "site_limit":
-            events.append(
-                ("site_limit", (draw(st.sampled_from(["s1", "s2"])), draw(st.floats(0.0, 40.0))))
-            )
+        elif kind in ("site_limit", "export"):
+            events.append((kind, (draw(st.sampled_from(["s1", "s2"])), draw(st.floats(0.0, 40.0)))))
         else:
             events.append(("tick", draw(st.integers(1, 1200))))
     return events
@@ -275,6 +275,9 @@ def test_no_batch_ever_exceeds_a_site_feeder_or_dso_limit(events: list[tuple[str
         elif kind == "site_limit":
             site, kw = arg  # type: ignore[misc]
             svc.handle(limit(kw, target="site", target_id=site, event=f"site-{site}", start=now))
+        elif kind == "export":
+            site, kw = arg  # type: ignore[misc]
+            svc.handle(limit(kw, "site", site, f"exp-{site}", start=now, direction="export"))
         elif kind == "tick":
             clock.advance(float(arg))  # type: ignore[arg-type]
             svc.tick()
@@ -338,3 +341,32 @@ def test_timing_history_is_bounded() -> None:
     assert len(svc.dispatch_s) >= 3 and svc.dispatch_s.maxlen == HISTORY
     assert svc.plan_s.maxlen == HISTORY
     assert svc.counters["plans.solved"] == len(svc.plan_s) >= 1
+
+
+def test_a_site_export_cap_reaches_the_fast_loop_frame_at_once() -> None:
+    """An export DSO limit (OpenADR 3 EXPORT_CAPACITY_LIMIT, REST ``direction=export``)
+    read from the grid-signals record tightens the site's export cap in the frame the fast
+    loop dispatches on, from the record on, without a plan; its cancellation releases it.
+    (That the fast loop keeps every site within its frame's export cap whatever the
+    activation is the dispatch property test in tests/aggregator/test_dispatch.py.)"""
+    svc, _sink, clock = make()
+    for i in range(2):
+        svc.handle(start(i, "s1", clock.now(), 11.0, v2g=True))
+    svc.tick()
+    svc.handle(freq(50.0, clock.now()))
+    frame = svc._frame
+    assert frame is not None
+    assert list(frame.dispatch.site_export_kw) == pytest.approx([40.0, 30.0], abs=1e-5)
+    svc.handle(limit(5.0, "site", "s1", "x1", start=clock.now(), direction="export"))
+    svc.handle(freq(50.0, clock.now()))
+    frame = svc._frame
+    assert frame is not None
+    assert list(frame.dispatch.site_export_kw) == pytest.approx([5.0, 30.0], abs=1e-5)
+    assert list(frame.dispatch.site_cap_kw) == pytest.approx([40.0, 30.0], abs=1e-5)
+    assert list(svc.limits.caps_at(clock.now()).site_export_kw) == [5.0, 30.0]
+    cancel = DsoLimitCancel(ts=clock.now(), event_id="x1")
+    svc.handle(Record(TOPICS.grid_signals, "s1", encode(cancel)))
+    svc.handle(freq(50.0, clock.now()))
+    frame = svc._frame
+    assert frame is not None
+    assert list(frame.dispatch.site_export_kw) == pytest.approx([40.0, 30.0], abs=1e-5)
