@@ -8,7 +8,8 @@ would then apply its write twice. So each remembered response is also a record o
 **compacted** topic (``cleanup.policy=compact,delete``, ``retention.ms`` = the key TTL,
 one partition), keyed by (DSO, Idempotency-Key); at start :meth:`KafkaIdempotencyStore.replay`
 reads it to its end before the API answers, then a thread follows it so a key used on one
-replica is known on the others within a poll.
+replica is known on the others within a poll (the replay-then-follow loop is
+:class:`adapters.dso.replay.TopicFollower`, shared with the limits' book).
 
 Invariants: :meth:`remember` keeps the response in memory first, then produces and waits
 for the broker (``acks=all``); when that fails the failure is logged and the key is still
@@ -24,17 +25,16 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from adapters.api.idempotency import IDEMPOTENCY_TTL, IdempotencyStore, StoredResponse
+from adapters.dso.replay import TopicFollower
 from aggregator.errors import TransientIO
 
 __all__ = ["KafkaIdempotencyStore", "decode_record", "encode_record"]
@@ -87,8 +87,6 @@ class KafkaIdempotencyStore(IdempotencyStore):
         super().__init__(ttl=ttl)
         self.topic = topic
         self._clock = clock
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.read = 0
         self.skipped = 0
         self.produce_failures = 0
@@ -96,13 +94,7 @@ class KafkaIdempotencyStore(IdempotencyStore):
         self._producer: Any = Producer(
             {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True}
         )
-        self._consumer: Any = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": "gridflex-api-idempotency",  # never joined: partitions assigned
-                "enable.auto.commit": False,
-            }
-        )
+        self._follower = TopicFollower(bootstrap, topic, self._take, name="api-idempotency")
 
     def _ensure_topic(self, bootstrap: str) -> None:
         admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -133,35 +125,13 @@ class KafkaIdempotencyStore(IdempotencyStore):
 
     def replay(self, timeout_s: float = 30.0) -> int:
         """Read the topic to its end offset now (before the API answers); records read."""
-        c = self._consumer
-        deadline = time.monotonic() + timeout_s
-        _, high = c.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=timeout_s)
-        c.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
-        position = 0
-        while position < high:
-            if time.monotonic() > deadline:
-                raise TransientIO(f"replaying {self.topic} did not finish within {timeout_s} s")
-            msg = c.poll(0.5)
-            if msg is None or msg.error() is not None:
-                continue
-            position = msg.offset() + 1
-            self._take(msg)
+        self._follower.replay(timeout_s)
         _log.info("idempotency_replayed", topic=self.topic, records=self.read, keys=len(self))
         return self.read
 
     def start(self) -> None:
         """Follow the topic (keys remembered by other replicas) on a daemon thread."""
-        self._thread = threading.Thread(target=self._follow, name="api-idempotency", daemon=True)
-        self._thread.start()
-
-    def _follow(self) -> None:
-        while not self._stop.is_set():
-            try:
-                msg = self._consumer.poll(0.5)
-            except RuntimeError:  # closed under us
-                return
-            if msg is not None and msg.error() is None:
-                self._take(msg)
+        self._follower.start()
 
     def remember(self, dso: str, key: str, stored: StoredResponse) -> None:
         super().remember(dso, key, stored)
@@ -178,8 +148,5 @@ class KafkaIdempotencyStore(IdempotencyStore):
             _log.error("idempotency_not_stored", dso=dso, error=error)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-        self._consumer.close()
+        self._follower.stop()
         self._producer.flush(_FLUSH_S)
