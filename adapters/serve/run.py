@@ -20,6 +20,7 @@ from adapters.dso.intake import LimitIntake
 from adapters.openadr3.readings import PlanReadings
 from adapters.ops.health import HealthServer
 from adapters.ops.metrics import Metrics
+from adapters.oscp.readings import FleetReadings
 from adapters.serve.settings import ServeSettings, load_feeder_models, load_topology
 from adapters.serve.wiring import (
     BusInbox,
@@ -32,6 +33,7 @@ from adapters.serve.wiring import (
     service_events,
     start_api,
     start_history,
+    start_oscp,
     start_ven,
     start_ven3,
     ven_ready,
@@ -133,7 +135,7 @@ def serve(
         api = None
         intake = None
         follower = None
-        dso_sides = (settings.api, settings.openadr, settings.openadr3)
+        dso_sides = (settings.api, settings.openadr, settings.openadr3, settings.oscp)
         if any(side is not None for side in dso_sides):
             from adapters.dso.replay import GridSignalFollower
             from adapters.serve.wiring import kafka_publisher
@@ -174,6 +176,10 @@ def serve(
         if settings.openadr3 is not None and intake is not None:
             ven3 = start_ven3(settings.openadr3, intake, readings3, metrics.registry)
             log.info("openadr3_ven", vtn=settings.openadr3.vtn_url)
+        oscp_readings, oscp = FleetReadings(), None  # OSCP 2.0 FP (off unless configured)
+        if settings.oscp is not None and intake is not None:
+            oscp = start_oscp(settings.oscp, intake, oscp_readings)
+            log.info("oscp_fp", port=oscp.port, groups=len(settings.oscp.groups))
         log.info(
             "serving",
             mode="kafka",
@@ -195,6 +201,7 @@ def serve(
                     power.refresh(runner.service)
                     prices.drain(runner.service)
                     readings3.refresh(runner.service)
+                    oscp_readings.refresh(runner.service)
                     metrics.fleet.observe(runner.service)
                 if time.monotonic() - lagged >= 15.0:  # broker round trips: seldom
                     lagged = time.monotonic()
@@ -207,6 +214,8 @@ def serve(
                 ven.stop()
             if ven3 is not None:
                 ven3.stop()
+            if oscp is not None:
+                oscp.stop()
             if api is not None:
                 api.stop()
             if keys is not None:
@@ -263,6 +272,10 @@ def serve(
     if settings.openadr3 is not None:
         ven3 = start_ven3(settings.openadr3, intake, readings3, metrics.registry)
         log.info("openadr3_ven", vtn=settings.openadr3.vtn_url)
+    oscp_readings, oscp = FleetReadings(), None
+    if settings.oscp is not None:
+        oscp = start_oscp(settings.oscp, intake, oscp_readings)
+        log.info("oscp_fp", port=oscp.port, groups=len(settings.oscp.groups))
     log.info("serving", mode="embedded", http_port=http.port)
     observed = 0.0
     try:
@@ -272,6 +285,7 @@ def serve(
             prices.drain(svc)
             power.refresh(svc)
             readings3.refresh(svc)
+            oscp_readings.refresh(svc)
             for rec in bus.poll():
                 if (reason := svc.handle(rec)) is not None:
                     metrics.rejected.labels(reason[:40]).inc()
@@ -287,6 +301,8 @@ def serve(
             ven.stop()
         if ven3 is not None:
             ven3.stop()
+        if oscp is not None:
+            oscp.stop()
         if api is not None:
             api.stop()
         svc.close()  # stops the plan worker

@@ -40,6 +40,7 @@ from pydantic_settings import (
 from adapters.openadr.config import OpenAdrConfig
 from adapters.openadr3.config import OpenAdr3Config
 from adapters.ops.history_settings import HistorySettings
+from adapters.oscp.config import OscpConfig
 from adapters.stream.settings import KafkaSettings
 from aggregator.errors import ConfigError, Issue
 from aggregator.service.replica import ServiceConfig
@@ -145,6 +146,7 @@ class ServeSettings(BaseSettings):
     api: ApiSettings | None = None
     openadr: OpenAdrConfig | None = None  # an OpenADR 2.0b VEN beside the service
     openadr3: OpenAdr3Config | None = None  # an OpenADR 3.1 VEN beside the service
+    oscp: OscpConfig | None = None  # an OSCP 2.0 flexibility provider beside the service
     audit_log: Path | None = None  # limits received/cancelled and fallbacks, hash-chained
     history: HistorySettings | None = None  # InfluxDB history (GRIDFLEX_HISTORY__URL); off
     service: ServiceSettings = ServiceSettings()

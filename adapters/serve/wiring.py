@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from adapters.openadr import OpenAdrConfig, OpenAdrVen
     from adapters.openadr3 import OpenAdr3Config, OpenAdr3Ven
     from adapters.openadr3.readings import PlanReadings
+    from adapters.oscp import FleetReadings, OscpConfig
 
 __all__ = [
     "ApiHandle",
@@ -67,6 +68,7 @@ __all__ = [
     "service_events",
     "start_api",
     "start_history",
+    "start_oscp",
     "start_ven",
     "start_ven3",
     "ven_ready",
@@ -370,6 +372,29 @@ def start_ven3(
         export_ven3_metrics(ven, registry)
     ven.start()
     return ven
+
+
+@dataclasses.dataclass
+class OscpHandle:
+    provider: Any
+    server: Any
+    thread: Any
+    port: int
+
+    def stop(self) -> None:
+        self.provider.stop()
+        stop_api(self.server, self.thread)
+
+
+def start_oscp(config: OscpConfig, intake: LimitIntake, readings: FleetReadings) -> OscpHandle:
+    """Start the OSCP 2.0 flexibility provider: its endpoints (uvicorn thread), then its
+    worker; its limits into the intake, its measurements from ``readings``."""
+    from adapters.oscp import OscpProvider, serve_fp
+
+    provider = OscpProvider(config, intake_publisher(intake), readings)
+    server, thread, port = serve_fp(provider)
+    provider.start()
+    return OscpHandle(provider, server, thread, port)
 
 
 def ven_ready(ven: OpenAdrVen | None) -> bool:
