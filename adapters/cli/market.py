@@ -39,7 +39,15 @@ from markets.bids import AFRR_RULES, FCR_RULES, BidDocument, BidPrices, delivery
 from markets.bids.calendar import QUARTER_S, DeliveryDay
 from markets.forecast import FlexForecast, SessionHistory, StepGrid, forecast_flexibility
 
-__all__ = ["Pool", "load_pool", "market_app"]
+__all__ = [
+    "Pool",
+    "ProductChoice",
+    "bid_documents",
+    "forecast_pool",
+    "load_pool",
+    "market_app",
+    "pool_of",
+]
 
 market_app = typer.Typer(
     no_args_is_help=True, help="Markets: forecast, bid, prequalify and settle reserve."
@@ -70,6 +78,11 @@ def load_pool(spec: str, copies: int = 1) -> Pool:
         from adapters.files.scenario import load_scenario
 
         scenario = load_scenario(Path(spec))
+    return pool_of(scenario, copies)
+
+
+def pool_of(scenario: Scenario, copies: int = 1) -> Pool:
+    """The pool of a loaded scenario, its feeder repeated ``copies`` times (ids ``#k``)."""
     topo = scenario.topology
     feeders = tuple(
         Feeder(_copy_id(f.feeder_id, k, copies), f.limit_kw, f.name)
@@ -158,19 +171,27 @@ Reservoir = Annotated[
 ]
 
 
+def forecast_pool(
+    pool: Pool, d: DeliveryDay, history: Path | None, n: int, reservoir_min: float, seed: int
+) -> FlexForecast:
+    """The pool's flexibility forecast for ``d`` (the door of ``forecast`` and ``bid``):
+    sessions from ``history`` (else the scenario's own), ``n`` scenarios."""
+    return forecast_flexibility(
+        _history(pool, history),
+        _grid(pool, d),
+        d.blocks,
+        n_scenarios=n,
+        reservoir_s=60.0 * reservoir_min,
+        seed=seed,
+    )
+
+
 def _forecast(
     scenario: str, day: str, history: Path | None, copies: int, n: int, reservoir: float, seed: int
 ) -> tuple[Pool, DeliveryDay, FlexForecast]:
     d = delivery_day(date.fromisoformat(day))
     pool = load_pool(scenario, copies)
-    fc = forecast_flexibility(
-        _history(pool, history),
-        _grid(pool, d),
-        d.blocks,
-        n_scenarios=n,
-        reservoir_s=60.0 * reservoir,
-        seed=seed,
-    )
+    fc = forecast_pool(pool, d, history, n, reservoir, seed)
     if fc.past_days < 3:
         typer.echo(
             f"warning: the scenarios come from {fc.past_days} past day(s) of this weekday: "
@@ -277,6 +298,50 @@ def _offers_text(doc: BidDocument) -> str:
     return "\n".join(lines)
 
 
+def bid_documents(
+    fc: FlexForecast,
+    d: DeliveryDay,
+    pool_id: str,
+    product: ProductChoice,
+    *,
+    made: datetime,
+    prices: BidPrices | None = None,
+    reached_with: float = 0.93,
+) -> list[BidDocument]:
+    """The bid documents of ``product`` from a forecast (the door of ``bid``; the demo's
+    report uses it too): FCR first, aFRR from what the FCR offers leave with ``both``."""
+    docs: list[BidDocument] = []
+    if product in (ProductChoice.FCR, ProductChoice.BOTH):
+        docs.append(
+            make_bids(
+                fc,
+                d,
+                FCR_RULES,
+                created_at=made,
+                pool_id=pool_id,
+                prices=prices,
+                reached_with=reached_with,
+            )
+        )
+    if product in (ProductChoice.AFRR, ProductChoice.BOTH):
+        rest = fc
+        if docs:  # what FCR would take, if awarded, is not offered again
+            sym = [1000.0 * docs[0].volume_mw("SYM", b) for b in range(d.blocks.n)]
+            rest = fc.less(np.array(sym), np.array(sym))
+        docs.append(
+            make_bids(
+                rest,
+                d,
+                AFRR_RULES,
+                created_at=made,
+                pool_id=pool_id,
+                prices=prices,
+                reached_with=reached_with,
+            )
+        )
+    return docs
+
+
 @market_app.command("bid")
 def bid_command(
     scenario: Scen,
@@ -310,35 +375,9 @@ def bid_command(
     if made.tzinfo is None:
         raise _reject(InvalidInput("--now must carry a time zone (e.g. Z)"))
     prices = BidPrices(firm_price, increment_price, energy_price)
-    docs: list[BidDocument] = []
-    if product in (ProductChoice.FCR, ProductChoice.BOTH):
-        docs.append(
-            make_bids(
-                fc,
-                d,
-                FCR_RULES,
-                created_at=made,
-                pool_id=pool.name,
-                prices=prices,
-                reached_with=reached_with,
-            )
-        )
-    if product in (ProductChoice.AFRR, ProductChoice.BOTH):
-        rest = fc
-        if docs:  # what FCR would take, if awarded, is not offered again
-            sym = [1000.0 * docs[0].volume_mw("SYM", b) for b in range(d.blocks.n)]
-            rest = fc.less(np.array(sym), np.array(sym))
-        docs.append(
-            make_bids(
-                rest,
-                d,
-                AFRR_RULES,
-                created_at=made,
-                pool_id=pool.name,
-                prices=prices,
-                reached_with=reached_with,
-            )
-        )
+    docs = bid_documents(
+        fc, d, pool.name, product, made=made, prices=prices, reached_with=reached_with
+    )
     written: list[Path] = []
     for doc in docs:
         written += write_bid(out, doc)

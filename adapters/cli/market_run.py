@@ -35,10 +35,25 @@ from adapters.stream.inprocess import InProcessBus
 from aggregator.errors import InvalidInput, Issue
 from aggregator.sim.scenario import Scenario
 from markets.prequalify import PrequalResult, prequalify
-from markets.record import record_from_csv, record_to_csv
-from markets.settlement import AFRR_BAND, FCR_BAND, Settlement, fcr_availability, settle
+from markets.record import PoolRecord, record_from_csv, record_to_csv
+from markets.settlement import (
+    AFRR_BAND,
+    FCR_BAND,
+    AcceptanceBand,
+    FcrAvailability,
+    Settlement,
+    fcr_availability,
+    settle,
+)
 
-__all__ = ["prequalify_command", "register", "settle_command"]
+__all__ = [
+    "availability_text",
+    "prequalify_command",
+    "register",
+    "settle_command",
+    "settle_record",
+    "write_settlement",
+]
 
 
 class ProductOption(StrEnum):
@@ -249,6 +264,32 @@ def _settle_text(s: Settlement, availability: str | None) -> str:
     return "\n".join(lines)
 
 
+def settle_record(
+    rec: PoolRecord, band: AcceptanceBand
+) -> tuple[Settlement, FcrAvailability | None]:
+    """The settlement of a record against ``band`` and, for FCR, its availability (the
+    door of ``settle``; the demo's report uses it too)."""
+    s = settle(rec, band)
+    return s, (fcr_availability(rec) if band.product == FCR_BAND.product else None)
+
+
+def availability_text(a: FcrAvailability) -> str:
+    return (
+        f"FCR availability {a.availability:.2%} ({a.held_s} of {a.seconds} s with data and "
+        f"≥ {a.contracted_kw:g} kW held)"
+    )
+
+
+def write_settlement(
+    out: Path, s: Settlement, rec: PoolRecord, *, page: str = "report.html"
+) -> list[Path]:
+    """``settlement.csv`` (per quarter-hour) and the HTML report ``page`` into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    table = out / "settlement.csv"
+    table.write_text(quarter_hour_csv(s), encoding="utf-8")
+    return [table, write_page(out / page, settlement_page(s, rec))]
+
+
 def settle_command(
     record: Annotated[
         Path, typer.Argument(exists=True, dir_okay=False, help="1 s record CSV (markets.record)")
@@ -281,17 +322,9 @@ def settle_command(
         band = dataclasses.replace(band, window_s=window_s)
     if max_outside_pct is not None:
         band = dataclasses.replace(band, max_outside_frac=max_outside_pct / 100.0)
-    s = settle(rec, band)
-    availability = None
-    if product is ProductOption.fcr:
-        a = fcr_availability(rec)
-        availability = (
-            f"FCR availability {a.availability:.2%} ({a.held_s} of {a.seconds} s with data and "
-            f"≥ {a.contracted_kw:g} kW held)"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "settlement.csv").write_text(quarter_hour_csv(s), encoding="utf-8")
-    write_page(out / "report.html", settlement_page(s, rec))
+    s, avail = settle_record(rec, band)
+    availability = availability_text(avail) if avail is not None else None
+    write_settlement(out, s, rec)
     typer.echo(_settle_text(s, availability))
     typer.echo(f"\nreport: {out / 'report.html'}   table: {out / 'settlement.csv'}")
 

@@ -4,7 +4,8 @@
 ``time`` (step start, UTC), ``evse_id``, ``power_kw`` (the mean setpoint over the step).
 ``sites.csv`` has one row per step and site: mean and max measured power, the tightest
 cap in force and the largest excess (0 when the cap held). The HTML report shows fleet
-power against the limits, energy delivered against requested, and the FCR response.
+power against the limits, energy delivered against requested, and the FCR response, then
+any sections the caller adds (the demo: its bid, activation and settlement).
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from adapters.report.html import Chart, Series, write_html_report
+from adapters.report.html import Chart, Section, Series, write_html_report
 from adapters.report.labels import label
 from aggregator.sim.simulation import SimulationResult
 
@@ -29,8 +30,15 @@ def _iso(t: Any) -> str:
     return str(t.isoformat().replace("+00:00", "Z"))
 
 
-def write_outputs(result: SimulationResult, out_dir: Path, *, report: bool = True) -> list[Path]:
-    """Write the CSVs, the summary and (optionally) ``report.html``; returns the paths."""
+def write_outputs(
+    result: SimulationResult,
+    out_dir: Path,
+    *,
+    report: bool = True,
+    sections: Sequence[Section] = (),
+) -> list[Path]:
+    """Write the CSVs, the summary and (optionally) ``report.html`` with ``sections`` after
+    its charts (the demo's market part); returns the paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     sp = out_dir / "setpoints.csv"
@@ -65,7 +73,7 @@ def write_outputs(result: SimulationResult, out_dir: Path, *, report: bool = Tru
     summary.write_text(json.dumps(result.summary, indent=2) + "\n", encoding="utf-8")
     paths.append(summary)
     if report:
-        paths.append(write_report(result, out_dir / "report.html"))
+        paths.append(write_report(result, out_dir / "report.html", sections=sections))
     return paths
 
 
@@ -73,7 +81,7 @@ def _finite_or_nan(a: Any) -> list[float]:
     return [float(x) if math.isfinite(x) and abs(x) < 1e6 else math.nan for x in np.asarray(a)]
 
 
-def write_report(result: SimulationResult, path: Path) -> Path:
+def write_report(result: SimulationResult, path: Path, *, sections: Sequence[Section] = ()) -> Path:
     s = result.summary
     charts = [
         Chart(
@@ -165,9 +173,8 @@ def write_report(result: SimulationResult, path: Path) -> Path:
             )
             + "."
         )
-    return write_html_report(
-        path, f"gridflex — {s.get('scenario', 'simulation')}", s, charts, notes=notes
-    )
+    title = f"gridflex — {s.get('scenario', 'simulation')}"
+    return write_html_report(path, title, s, charts, notes=notes, sections=sections)
 
 
 def _readable(v: Any) -> str:

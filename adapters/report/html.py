@@ -12,6 +12,9 @@ Invariants of the SVG it writes:
 * a series longer than :data:`DECIMATE_ABOVE` points is reduced to the minimum and maximum
   of each pixel column (gaps kept), so spikes survive and a day of 1 s data stays small.
 
+A page (:func:`render_html`) is the title, the summary table, notes, the charts, then
+each :class:`Section` (a titled part with its own table, notes and charts).
+
 Invalid charts (naive datetimes, x not increasing, lengths differ) are reported by
 :func:`validate_chart` as ``list[Issue]``; :func:`render_svg` raises ``InvalidInput``.
 """
@@ -24,16 +27,26 @@ import math
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
 from adapters.report.labels import label
+from adapters.report.ticks import (
+    CHAR_W,
+    DAY_S,
+    Labels,
+    nice_ticks,
+    tick_label,
+    time_labels,
+    time_ticks,
+)
 from aggregator.errors import Issue, raise_if_issues
 
 __all__ = [
     "DECIMATE_ABOVE",
     "Chart",
+    "Section",
     "Series",
     "render_html",
     "render_svg",
@@ -47,13 +60,8 @@ Style = Literal["line", "step", "dashed", "area"]
 _STYLES: tuple[str, ...] = ("line", "step", "dashed", "area")
 # Okabe–Ito: distinguishable under the common colour-vision deficiencies.
 _PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
-_CHAR_W = 6.6  # rough advance of an 11 px sans-serif character, for layout only
 _TITLE_H = 28.0
 _ROW_H, _LEFT, _RIGHT = 16.0, 72.0, 18.0
-_TIME_STEPS_S: tuple[int, ...] = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
-_TIME_STEPS_S += (7200, 10800, 21600, 43200, 86400, 2 * 86400, 7 * 86400, 14 * 86400, 28 * 86400)
-_DAY_S = 86400.0
-_Labels = list[tuple[str, str]]  # per x tick: (first line, second line or "")
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,16 @@ class Chart:
     series: Sequence[Series]
     y_label: str  # include the unit, e.g. "power (kW)"
     x_label: str = "time (UTC)"
+
+
+@dataclass(frozen=True)
+class Section:
+    """A titled part of a page, after its main charts: a table, notes and its own charts."""
+
+    title: str
+    summary: Mapping[str, object]
+    notes: Sequence[str] = ()
+    charts: Sequence[Chart] = ()
 
 
 @dataclass(frozen=True)
@@ -218,56 +236,6 @@ def _y_range(values: list[float], *, with_zero: bool) -> tuple[float, float]:
     return new_lo, new_hi
 
 
-def _nice_ticks(lo: float, hi: float, target: float) -> tuple[list[float], float]:
-    """Ticks at multiples of 1, 2 or 5 × 10^k inside ``[lo, hi]``, about ``target`` of them."""
-    raw = (hi * 0.5 - lo * 0.5) / (max(target, 1.0) * 0.5)
-    if not 1e-300 < raw < 1e300:  # also rejects NaN; beyond this there are no ticks
-        return [], 0.0
-    mag = 10.0 ** math.floor(math.log10(raw))
-    norm = raw / mag
-    step = mag * (1.0 if norm < 1.5 else 2.0 if norm < 3 else 5.0 if norm < 7 else 10.0)
-    k0, k1 = math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9)
-    if k1 - k0 > 200:
-        return [], step
-    return [k * step for k in range(k0, k1 + 1)], step
-
-
-def _tick_label(v: float, step: float) -> str:
-    """A tick value with just the digits its step needs."""
-    if v == 0 or abs(v) < step * 1e-6:
-        return "0"
-    if step >= 1e-6 and abs(v) < 1e9:
-        return f"{v:.{max(0, -math.floor(math.log10(step)))}f}"
-    sig = math.floor(math.log10(abs(v))) - math.floor(math.log10(step)) + 1
-    return f"{v:.{min(17, max(1, sig))}g}"
-
-
-def _time_ticks(t0: float, t1: float, width_px: float) -> tuple[list[float], float]:
-    """UTC-aligned ticks of 1 s … 4 weeks, as many as fit their labels side by side."""
-    for step in _TIME_STEPS_S:
-        chars = 8 if step < 60 else 10 if step >= _DAY_S else 5
-        if (t1 - t0) / step <= width_px / (chars * _CHAR_W + 18):
-            return [k * step for k in range(math.ceil(t0 / step), math.floor(t1 / step) + 1)], step
-    ticks, days = _nice_ticks(t0 / _DAY_S, t1 / _DAY_S, width_px / (10 * _CHAR_W + 18))
-    return [t * _DAY_S for t in ticks], days * _DAY_S
-
-
-def _time_labels(ticks: list[float], step: float, dated: bool) -> _Labels:
-    """(first line, second line) per tick: HH:MM, with the date under the first of each day."""
-    out: _Labels = []
-    prev_day = ""
-    for t in ticks:
-        dt = datetime.fromtimestamp(t, tz=UTC)
-        day = dt.strftime("%Y-%m-%d")
-        if step >= _DAY_S:
-            out.append((day, ""))
-        else:
-            hhmm = dt.strftime("%H:%M:%S" if step < 60 else "%H:%M")
-            out.append((hhmm, day if dated and day != prev_day else ""))
-        prev_day = day
-    return out
-
-
 def render_svg(chart: Chart, *, width: int = 860, height: int = 300) -> str:
     """The chart as a standalone ``<svg>``; raises ``InvalidInput`` with every issue found."""
     return _svg(chart, width, height, standalone=True)
@@ -304,12 +272,12 @@ def _svg(chart: Chart, width: int, height: int, *, standalone: bool) -> str:
         pad = 1800.0 if is_time else (abs(x0) * 0.1 or 1.0)
         x0, x1 = _finite_or(x0 - pad, x0), _finite_or(x1 + pad, x1)
     if is_time:
-        xticks, xstep = _time_ticks(x0, x1, right - _LEFT)
-        dated = x1 - x0 > _DAY_S or x0 // _DAY_S != x1 // _DAY_S  # more than one UTC date
-        xlabels = _time_labels(xticks, xstep, dated)
+        xticks, xstep = time_ticks(x0, x1, right - _LEFT)
+        dated = x1 - x0 > DAY_S or x0 // DAY_S != x1 // DAY_S  # more than one UTC date
+        xlabels = time_labels(xticks, xstep, dated)
     else:
-        xticks, xstep = _nice_ticks(x0, x1, (right - _LEFT) / 80)
-        xlabels = [(_tick_label(t, xstep), "") for t in xticks]
+        xticks, xstep = nice_ticks(x0, x1, (right - _LEFT) / 80)
+        xlabels = [(tick_label(t, xstep), "") for t in xticks]
     two_lines = any(second for _, second in xlabels)
     bottom = height - (52.0 if two_lines else 40.0)
     y0, y1 = _y_range(finite, with_zero=any(s.style == "area" for s in chart.series))
@@ -335,7 +303,7 @@ def _legend(
     hidden = 0
     for k, s in enumerate(series):
         label = s.label if len(s.label) <= 40 else s.label[:39] + "…"
-        w = 30 + len(label) * _CHAR_W + 14
+        w = 30 + len(label) * CHAR_W + 14
         if x + w > right and x > left:
             if y + _ROW_H > max_y:
                 hidden = len(series) - k
@@ -357,15 +325,15 @@ def _legend(
     return y + _ROW_H + 8
 
 
-def _axes(out: list[str], f: _Frame, c: Chart, ticks: list[float], labels: _Labels, h: int) -> None:
+def _axes(out: list[str], f: _Frame, c: Chart, ticks: list[float], labels: Labels, h: int) -> None:
     """Gridlines, tick labels, the zero line and the axis labels."""
-    yticks, ystep = _nice_ticks(f.y0, f.y1, max(2.0, (f.bottom - f.top) / 45))
+    yticks, ystep = nice_ticks(f.y0, f.y1, max(2.0, (f.bottom - f.top) / 45))
     for t in yticks:
         y = _n(f.py(t))
         out.append(f'<line x1="{_n(f.left)}" y1="{y}" x2="{_n(f.right)}" y2="{y}" ')
         out.append('stroke="#e3e3e3"/>')
         out.append(f'<text x="{_n(f.left - 6)}" y="{_n(f.py(t) + 4)}" text-anchor="end">')
-        out.append(f"{_esc(_tick_label(t, ystep))}</text>")
+        out.append(f"{_esc(tick_label(t, ystep))}</text>")
     for t, (first, second) in zip(ticks, labels, strict=True):
         x = _n(f.px(t))
         out.append(f'<line x1="{x}" y1="{_n(f.top)}" x2="{x}" y2="{_n(f.bottom)}" ')
@@ -413,6 +381,7 @@ def _series(
 _CSS = """body{font-family:system-ui,sans-serif;margin:0;color:#222;background:#fafafa}
 main{max-width:920px;margin:0 auto;padding:16px 24px 48px}h1{font-size:1.5em;margin:.6em 0}
 h2{font-size:1.1em;margin:1.4em 0 .4em}table{border-collapse:collapse;background:#fff}
+h3{font-size:1em;margin:1em 0 .3em}
 th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}th .key{color:#999}
 th{background:#f2f2f2}td.num{text-align:right;font-variant-numeric:tabular-nums}
 table table{margin:-1px}svg{max-width:100%;height:auto;background:#fff;border:1px solid #e5e5e5}"""
@@ -465,8 +434,10 @@ def render_html(
     charts: Sequence[Chart],
     *,
     notes: Sequence[str] = (),
+    sections: Sequence[Section] = (),
 ) -> str:
-    """A self-contained HTML5 page: title, summary table, notes, then each chart."""
+    """A self-contained HTML5 page: title, summary table, notes, each chart, then each
+    section (its table, notes and charts)."""
     parts = [
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -481,6 +452,14 @@ def render_html(
     for chart in charts:
         svg = _svg(chart, 860, 300, standalone=False)
         parts.append(f"\n<section><h2>{_esc(chart.title)}</h2>\n{svg}\n</section>")
+    for sec in sections:  # its table, its notes, its charts under <h3>
+        parts.append(f'\n<section class="part"><h2>{_esc(sec.title)}</h2>{_table(sec.summary)}')
+        if sec.notes:
+            parts.append("<ul>" + "".join(f"<li>{_esc(n)}</li>" for n in sec.notes) + "</ul>")
+        for chart in sec.charts:
+            svg = _svg(chart, 860, 300, standalone=False)
+            parts.append(f"\n<h3>{_esc(chart.title)}</h3>\n{svg}\n")
+        parts.append("</section>")
     parts.append("\n</main></body></html>\n")
     return "".join(parts)
 
@@ -492,9 +471,10 @@ def write_html_report(
     charts: Sequence[Chart],
     *,
     notes: Sequence[str] = (),
+    sections: Sequence[Section] = (),
 ) -> Path:
     """Write :func:`render_html` to ``path`` (UTF-8, parent directories created)."""
-    page = render_html(title, summary, charts, notes=notes)
+    page = render_html(title, summary, charts, notes=notes, sections=sections)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
     return path

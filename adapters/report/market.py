@@ -8,7 +8,10 @@ report states what it judged by (the acceptance band's numbers) and shows the ev
 * *pool power* — baseline, setpoint sum and measured power;
 * *per quarter-hour* — ordered, delivered and penalisable shortfall energy (step lines);
 * the per-quarter-hour table (baseline, ordered, actual, delivered, shortfall) and, for a
-  prequalification, the verdict, its reasons and each test segment.
+  prequalification, the verdict, its reasons and each test segment;
+* :func:`market_section`: a part of another page (the demo's report) with a bid document
+  (its offers, or why there is none), the activation around the largest order and the
+  settlement's charts and headline figures.
 
 Invariants: the page never fills a gap (NaN stays NaN, drawn as a break); energies are kWh,
 powers kW, times UTC.
@@ -21,13 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
-from adapters.report.html import Chart, Series, render_html
+from adapters.report.html import Chart, Section, Series, render_html
+from markets.bids import BidDocument
 from markets.prequalify import PrequalResult
 from markets.record import PoolRecord
 from markets.settlement import Settlement
 
 __all__ = [
     "band_statement",
+    "market_section",
     "prequalify_page",
     "quarter_hour_csv",
     "settlement_charts",
@@ -203,3 +208,72 @@ def quarter_hour_csv(s: Settlement) -> str:
         ),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _bid_table(doc: BidDocument) -> dict[str, object]:
+    bid: dict[str, object] = {
+        "product": doc.product,
+        "delivery day": doc.day.day.isoformat(),
+        "gate": doc.gate.isoformat(),
+        "pricing": doc.pricing,
+        "firm rung reached with": doc.reached_with,
+        "energy reservoir (min)": doc.reservoir_s / 60.0,
+    }
+    for name, firm in doc.firm_kw.items():
+        bid[f"{name} firm volume per block (MW)"] = {
+            f"{t:%H:%M}Z": _r(v / 1000.0) for t, v in zip(doc.day.block_starts, firm, strict=True)
+        }
+    if doc.offers:
+        bid["offers"] = {
+            f"{o.start:%H:%M}Z {o.direction} {o.rung}": f"{o.volume_mw} MW at "
+            f"{o.price_eur_per_mw:g} EUR/MW"
+            for o in doc.offers
+        }
+    else:
+        bid["no bid, because"] = doc.reasons[-1] if doc.reasons else "no offer"
+    return bid
+
+
+def _zoom(s: Settlement, record: PoolRecord, window_s: int) -> Chart | None:
+    """Ordered, band and delivered around the largest order (``window_s`` seconds)."""
+    r = np.nan_to_num(s.requested_kw)
+    if not r.size or not np.any(r):
+        return None
+    i = int(np.argmax(np.abs(r)))
+    a = max(0, min(i - window_s // 4, record.seconds - window_s))
+    b = min(record.seconds, a + window_s)
+    x = record.times()[a:b]
+    return Chart(
+        f"Activation around the largest order ({x[i - a]:%H:%M:%S} UTC, "
+        f"{r[i]:+.1f} kW): 1 s record",
+        x,
+        [
+            Series("ordered (kW)", s.requested_kw[a:b].tolist(), style="step"),
+            Series("band lower (kW)", s.lower_kw[a:b].tolist(), style="dashed"),
+            Series("band upper (kW)", s.upper_kw[a:b].tolist(), style="dashed"),
+            Series("delivered = measured − baseline (kW)", s.delivered_kw[a:b].tolist()),
+        ],
+        "deviation (kW, + = more import)",
+    )
+
+
+def market_section(
+    doc: BidDocument,
+    s: Settlement,
+    record: PoolRecord,
+    *,
+    notes: Sequence[str] = (),
+    title: str = "Market: the bid, the activation and the settlement",
+    zoom_s: int = 1200,
+    findings_shown: int = 10,
+) -> Section:
+    """The bid, the activation and the settlement of one record as a page section."""
+    settled = {k: v for k, v in settlement_summary(s, record).items() if not k.startswith("per ")}
+    found = s.findings()
+    lines = [*doc.reasons, *notes, *band_statement(s), *(str(g) for g in s.gaps)]
+    lines += [f"penalised {f}" for f in found[:findings_shown]]
+    if len(found) > findings_shown:
+        lines.append(f"… and {len(found) - findings_shown} more penalised runs (settlement.html)")
+    zoom = _zoom(s, record, zoom_s)
+    charts = ([zoom] if zoom is not None else []) + settlement_charts(s, record)
+    return Section(title, {"bid": _bid_table(doc), "settlement": settled}, lines, charts)

@@ -50,12 +50,28 @@ def test_public_surface() -> None:
     assert set(report.__all__) == {
         "DECIMATE_ABOVE",
         "Chart",
+        "Section",
         "Series",
         "render_html",
         "render_svg",
         "validate_chart",
         "write_html_report",
     }
+
+
+def test_a_section_comes_after_the_charts_with_its_table_notes_and_charts() -> None:
+    chart = Chart("main chart", _times(3), [Series("a", [1.0, 2.0, 3.0])], "power (kW)")
+    part = report.Section(
+        "Market <FCR>",
+        {"settlement_outside_s": 12, "reason": "pool < 1 MW"},
+        notes=["gaps: none"],
+        charts=[Chart("activation", _times(2), [Series("b", [0.0, 1.0])], "power (kW)")],
+    )
+    page = render_html("t", {"x": 1}, [chart], sections=[part])
+    assert page.index("main chart") < page.index("Market &lt;FCR&gt;") < page.index("activation")
+    body = page[page.index("Market &lt;FCR&gt;") :]
+    assert "pool &lt; 1 MW" in body and "<li>gaps: none</li>" in body
+    assert body.count("<svg") == 1 and "<h3>activation</h3>" in body
 
 
 def test_known_series_parses_as_one_path_per_segment() -> None:
