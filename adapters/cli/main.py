@@ -25,6 +25,7 @@ from adapters.files.outputs import format_summary, write_outputs
 from adapters.stream.inprocess import InProcessBus
 from aggregator.errors import InvalidInput
 from aggregator.messages import export_schemas
+from aggregator.service.events import EventSink
 from aggregator.sim.scenario import Scenario
 from aggregator.sim.simulation import SimulationResult, run_simulation
 from markets.activation import ReserveActivation
@@ -80,9 +81,14 @@ def _native_stdout_to_stderr() -> Iterator[None]:
 
 
 def _run(
-    scenario: Scenario, feeder: FeederModel | None, out: Path | None, progress: bool
+    scenario: Scenario,
+    feeder: FeederModel | None,
+    out: Path | None,
+    progress: bool,
+    record: EventSink | None = None,
 ) -> SimulationResult:
-    """Simulate; with a feeder model the plans respect its AC limits (grid-aware)."""
+    """Simulate; with a feeder model the plans respect its AC limits (grid-aware);
+    ``record`` gets the pool samples (the market's 1 s record)."""
     update, close = _progress(progress)
     grid = None
     if feeder is not None:
@@ -97,6 +103,7 @@ def _run(
                 progress=update,
                 grid=grid,
                 activation=ReserveActivation(),  # the market rule (FCR droop, ramp-limited aFRR)
+                record=record,
             )
     finally:
         close()
@@ -127,12 +134,17 @@ def demo(
 ) -> None:
     """A day of a few hundred EVs on a real SimBench LV feeder, with no server."""
     from adapters.cli.demo import demo_scenario_and_feeder
+    from adapters.cli.demo_market import TickRecorder, demo_market
 
     if progress:  # the feeder and its profiles take a while before the first tick
         typer.echo("loading the SimBench feeder and the demo sessions …", err=True)
     try:
         scenario, feeder = demo_scenario_and_feeder(evses=evses, seed=seed)
-        result = _run(scenario, feeder if grid else None, out, progress)
+        recorder = TickRecorder(scenario.name, scenario)
+        result = _run(scenario, feeder if grid else None, None, progress, recorder)
+        market = demo_market(scenario, recorder, out)  # bid, 1 s record, settlement
+        result.summary.update(market.summary)
+        write_outputs(result, out, sections=[market.section])
     except InvalidInput as exc:
         _fail(exc)
         return
@@ -143,6 +155,7 @@ def demo(
     typer.echo(format_summary(result.summary))
     typer.echo(
         f"\nreport: {out / 'report.html'}   data: {out}/setpoints.csv, sites.csv, summary.json"
+        ", record.csv, settlement.csv, bid-fcr-*.json"
     )
 
 
