@@ -8,8 +8,11 @@ Meaning given to a :class:`~adapters.oscp.wire.GroupCapacityForecast`:
 * each forecasted block is a cap on net import of that target over
   ``[start_time, end_time)``: **CONSUMPTION** blocks become DSO limits at once;
   **FALLBACK_CONSUMPTION** blocks are kept and become limits only when the CP is silent
-  (:mod:`adapters.oscp.provider`); **GENERATION**, **FALLBACK_GENERATION** and **OPTIMUM**
-  are recorded and reported, never applied (the core enforces no export cap from OSCP);
+  (:mod:`adapters.oscp.provider`); **GENERATION** blocks of a *site* group become caps on
+  the site's net export (``direction="export"``: gridflex's export caps exist per site;
+  the capacity's size, whatever its sign, as CPs sign generation either way),
+  of any other group they are recorded and reported, not applied; **FALLBACK_GENERATION**
+  and **OPTIMUM** are recorded and reported, never applied;
 * units become kW here, once (:func:`block_kw`): ``KW`` as is, ``W`` / 1000, ``A`` as a
   current per phase — ``A × voltage_v × phases / 1000`` of the group, i.e. a balanced load
   (a block for one phase, ONE/TWO/THREE, is read the same way: gridflex caps a target's
@@ -26,8 +29,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable, Container, Mapping
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Final, Literal
 
 from adapters.oscp.config import OscpConfig, OscpGroup
 from adapters.oscp.wire import (
@@ -44,6 +48,7 @@ from aggregator.messages import DsoLimitMessage
 __all__ = [
     "APPLIED",
     "FALLBACK",
+    "adjust_asks",
     "adjust_request",
     "block_kw",
     "forecast_issues",
@@ -142,9 +147,11 @@ def forecast_limits(
     *,
     kind: str,
     not_before: datetime | None = None,
+    direction: Literal["import", "export"] = "import",
 ) -> list[DsoLimitMessage]:
     """The limits of a checked forecast's blocks that are not over at ``now``; with
-    ``not_before`` each starts no earlier than it (a block wholly before it is left out)."""
+    ``not_before`` each starts no earlier than it (a block wholly before it is left out);
+    ``direction="export"`` for a GENERATION forecast of a site group."""
     group = config.groups[fc.group_id]
     out: list[DsoLimitMessage] = []
     for i, b in enumerate(fc.forecasted_blocks):
@@ -159,9 +166,11 @@ def forecast_limits(
                 target_id=group.id if group.type != "fleet" else "fleet",
                 start=start,
                 end=b.end_time,
-                limit_kw=block_kw(b, group),
+                # a generation capacity is read by its size: CPs sign it either way
+                limit_kw=abs(block_kw(b, group)) if direction == "export" else block_kw(b, group),
                 priority=config.priority,
                 source=config.source,
+                direction=direction,
             )
         )
     return out
@@ -203,3 +212,27 @@ def adjust_request(
         type=ForecastType.CONSUMPTION,
         forecasted_blocks=[asked.model_copy(update={"capacity": round(value, 3)})],
     )
+
+
+def adjust_asks(
+    forecasts: Mapping[tuple[str, ForecastType], tuple[GroupCapacityForecast, int]],
+    config: OscpConfig,
+    required_kw: Callable[[str], float],
+    now: datetime,
+    asked: Container[tuple[str, int, int]],
+) -> list[tuple[tuple[str, int, int], GroupCapacityForecast]]:
+    """The AdjustGroupCapacityForecast requests due: per CONSUMPTION block in force whose
+    group needs (``required_kw`` of its target) more than it gives plus the margin, once
+    per (group, forecast revision, block) — the keys in ``asked`` are done."""
+    asks = []
+    for (gid, kind), (fc, rev) in forecasts.items():
+        if kind is not ForecastType.CONSUMPTION:
+            continue
+        group = config.groups[gid]
+        need = required_kw(group.id if group.type != "fleet" else "fleet")
+        for i, b in enumerate(fc.forecasted_blocks):
+            key = (gid, rev, i)
+            short = need > block_kw(b, group) + config.adjust_margin_kw
+            if short and b.start_time <= now < b.end_time and key not in asked:
+                asks.append((key, adjust_request(fc, i, need, group, now)))
+    return asks

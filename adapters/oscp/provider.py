@@ -6,8 +6,8 @@ calls the ``on_*`` handlers on uvicorn's threads, and its worker thread (``oscp-
 what gridflex owes the CP (:mod:`adapters.oscp.client`). Rules it keeps:
 
 * **Tokens**: the CP's ``/register`` must carry the out-of-band registration token (or the
-  token issued since); every other request the token gridflex issued at registration. A
-  missing or wrong token is refused (401) and counted; nothing else is looked at.
+  token issued since); every other request the token gridflex issued at registration; a
+  wrong or missing one is a 401, counted.
 * **Registration**: a ``Register`` without ``X-Correlation-ID`` (the CP starts) is answered
   by gridflex's own ``Register`` with a fresh token, correlated; with ``cp_base_url`` set,
   gridflex starts and the CP answers. The version is OSCP 2.0 or the request is a 400.
@@ -17,7 +17,8 @@ what gridflex owes the CP (:mod:`adapters.oscp.client`). Rules it keeps:
 * **Forecasts** (checked whole first: a problem is a 400 and nothing is applied):
   CONSUMPTION blocks → limits through ``publish`` (the one DSO intake in
   ``gridflex serve``), the previous forecast of the group revised by id and what it had
-  beyond cancelled; FALLBACK_CONSUMPTION kept for the fallback; GENERATION,
+  beyond cancelled; GENERATION of a site group the same as export caps on the site (of
+  other groups recorded, not applied); FALLBACK_CONSUMPTION kept for the fallback;
   FALLBACK_GENERATION and OPTIMUM recorded and counted, not applied. A limit ``publish``
   refuses is reported to the CP as a ``GroupCapacityComplianceError``.
 * **Fallback**: the CP is *degraded* after :attr:`OscpConfig.degraded_s` without a
@@ -46,14 +47,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Literal
 
 import httpx
 
 from adapters.oscp.client import ACK_PATHS, CpClient, CpRefused
-from adapters.oscp.config import FP_PATH, OscpConfig
+from adapters.oscp.config import OscpConfig
 from adapters.oscp.mapping import (
-    adjust_request,
-    block_kw,
+    adjust_asks,
     forecast_issues,
     forecast_limits,
     measurement,
@@ -148,6 +149,7 @@ class OscpProvider:
                         f"{g}/{t.value}"
                         for g, t in s.forecasts
                         if t is not ForecastType.CONSUMPTION
+                        and not (t is ForecastType.GENERATION and f"{g}#gen" in s.limit_ids)
                     )
                 ),
                 rejected=tuple(self._rejected),
@@ -234,27 +236,41 @@ class OscpProvider:
             self._s.revision += 1
             self._s.forecasts[(fc.group_id, fc.type)] = (fc, self._s.revision)
             self.count(f"forecast_{fc.type.value.lower()}")
+            site = self.config.groups[fc.group_id].type == "site"
             if fc.type is ForecastType.CONSUMPTION:
-                limits = forecast_limits(fc, self.config, now, kind="consumption")
-                published = self._send_all(limits)
-                new = frozenset(m.event_id for m in limits)
-                old = self._s.limit_ids.get(fc.group_id, frozenset())
-                self._send_all(self._cancels(old - new, now))
-                # a revision refused leaves the previous limit of that id in force
-                self._s.limit_ids[fc.group_id] = published | (old & new)
-                if published != new:
-                    self._queue("compliance_error", lambda: self._send_compliance(fc, request_id))
+                self._apply(fc, request_id, now, "consumption", "import", fc.group_id)
+            elif fc.type is ForecastType.GENERATION and site:  # export caps are per site
+                self._apply(fc, request_id, now, "generation", "export", f"{fc.group_id}#gen")
             elif fc.type is ForecastType.FALLBACK_CONSUMPTION:
                 if self._s.fallback_active:
                     self._publish_fallback(now)
             else:
                 log.warning(
-                    "oscp: %s forecast for group %s recorded, not applied (no export caps "
-                    "from OSCP in the core)",
+                    "oscp: %s forecast for group %s recorded, not applied",
                     fc.type.value,
                     fc.group_id,
                 )
         return []
+
+    def _apply(
+        self,
+        fc: GroupCapacityForecast,
+        request_id: str,
+        now: datetime,
+        kind: str,
+        direction: Literal["import", "export"],
+        book: str,
+    ) -> None:
+        """Publish a forecast's limits, cancel what the group's previous one had more."""
+        limits = forecast_limits(fc, self.config, now, kind=kind, direction=direction)
+        published = self._send_all(limits)
+        new = frozenset(m.event_id for m in limits)
+        old = self._s.limit_ids.get(book, frozenset())
+        self._send_all(self._cancels(old - new, now))
+        # a revision refused leaves the previous limit of that id in force
+        self._s.limit_ids[book] = published | (old & new)
+        if published != new:
+            self._queue("compliance_error", lambda: self._send_compliance(fc, request_id))
 
     # ----------------------------------------------------------------------- the link
 
@@ -468,18 +484,10 @@ class OscpProvider:
         if self._readings is None or not self.config.adjust:
             return
         now = self._clock()
-        asks: list[tuple[tuple[str, int, int], GroupCapacityForecast]] = []
         with self._lock:
-            for (gid, kind), (fc, rev) in self._s.forecasts.items():
-                if kind is not ForecastType.CONSUMPTION:
-                    continue
-                group = self.config.groups[gid]
-                need = self._readings.required_kw(group.id if group.type != "fleet" else "fleet")
-                for i, b in enumerate(fc.forecasted_blocks):
-                    key = (gid, rev, i)
-                    short = need > block_kw(b, group) + self.config.adjust_margin_kw
-                    if short and b.start_time <= now < b.end_time and key not in self._s.asked:
-                        asks.append((key, adjust_request(fc, i, need, group, now)))
+            asks = adjust_asks(
+                self._s.forecasts, self.config, self._readings.required_kw, now, self._s.asked
+            )
         for key, body in asks:
             try:
                 url, token = self._peer()
@@ -491,7 +499,3 @@ class OscpProvider:
             with self._lock:
                 self._s.asked.add(key)
             self.count("adjust_sent")
-
-
-def fp_base_url(host: str, port: int) -> str:
-    return f"http://{host}:{port}{FP_PATH}"

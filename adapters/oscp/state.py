@@ -39,7 +39,7 @@ class OscpStatus:
     last_heartbeat: datetime | None
     offline_mode_at: datetime | None
     fallback_active: bool
-    limits: int  # CONSUMPTION limits published and not cancelled
+    limits: int  # CONSUMPTION (and site GENERATION) limits published and not cancelled
     counts: dict[str, int]
     recorded: tuple[str, ...]  # "group/TYPE" of forecasts kept but not applied
     rejected: tuple[str, ...]  # the newest rejections (publish, CP)
@@ -72,7 +72,7 @@ class State:
     forecasts: dict[tuple[str, ForecastType], tuple[GroupCapacityForecast, int]] = field(
         default_factory=dict
     )
-    limit_ids: dict[str, frozenset[str]] = field(default_factory=dict)  # group → ids
+    limit_ids: dict[str, frozenset[str]] = field(default_factory=dict)  # group[#gen] → ids
     fallback_ids: frozenset[str] = frozenset()
     fallback_active: bool = False
     asked: set[tuple[str, int, int]] = field(default_factory=set)  # group, revision, block

@@ -31,7 +31,7 @@ class Rig:
             cp_name="dso",
             heartbeat_interval_s=10,
             offline_after_s=30,
-            groups={"g1": OscpGroup(type="feeder", id="f1")},
+            groups={"g1": OscpGroup(type="feeder", id="f1"), "g2": OscpGroup(type="site", id="s1")},
         )
         self.fp = OscpProvider(
             cfg, self.publish, clock=lambda: self.now, transport=httpx.MockTransport(self.cp)
@@ -142,11 +142,32 @@ def test_a_new_forecast_revises_the_groups_limits_by_id(rig: Rig) -> None:
     assert rig.fp.status().limits == 1
 
 
-def test_generation_is_recorded_not_applied(rig: Rig) -> None:
+def test_generation_of_a_feeder_group_is_recorded_not_applied(rig: Rig) -> None:
     token = rig.register()
     body = {"group_id": "g1", "type": "GENERATION", "forecasted_blocks": blocks(-20.0)}
     assert rig.post("update_group_capacity_forecast", body, token).status_code == 204
     assert rig.signals == [] and rig.fp.status().recorded == ("g1/GENERATION",)
+
+
+def test_generation_of_a_site_group_becomes_export_caps_revised_by_id(rig: Rig) -> None:
+    token = rig.register()
+    body = {"group_id": "g2", "type": "GENERATION", "forecasted_blocks": blocks(-20.0, 15.0)}
+    assert rig.post("update_group_capacity_forecast", body, token).status_code == 204
+    got = [(m.event_id, m.target_id, m.direction, m.limit_kw) for m in rig.signals]  # type: ignore[union-attr]
+    assert got == [
+        ("oscp:dso:g2:generation:0", "s1", "export", 20.0),
+        ("oscp:dso:g2:generation:1", "s1", "export", 15.0),
+    ]
+    consumption = {"group_id": "g2", "type": "CONSUMPTION", "forecasted_blocks": blocks(30.0)}
+    assert rig.post("update_group_capacity_forecast", consumption, token).status_code == 204
+    assert [(m.direction, m.limit_kw) for m in rig.signals[2:]] == [("import", 30.0)]  # type: ignore[union-attr]
+    rig.signals.clear()
+    body["forecasted_blocks"] = blocks(10.0)  # revises block 0, cancels block 1 only
+    assert rig.post("update_group_capacity_forecast", body, token).status_code == 204
+    assert isinstance(rig.signals[0], DsoLimitMessage) and rig.signals[0].limit_kw == 10.0
+    assert [m.event_id for m in rig.signals[1:]] == ["oscp:dso:g2:generation:1"]
+    assert isinstance(rig.signals[1], DsoLimitCancel)
+    assert rig.fp.status().limits == 2 and rig.fp.status().recorded == ()
 
 
 def test_fallback_starts_at_offline_mode_when_late_and_goes_on_the_next_heartbeat(
