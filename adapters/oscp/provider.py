@@ -9,8 +9,7 @@ what gridflex owes the CP (:mod:`adapters.oscp.client`). Rules it keeps:
   token issued since); every other request the token gridflex issued at registration; a
   wrong or missing one is a 401, counted.
 * **Registration**: a ``Register`` without ``X-Correlation-ID`` (the CP starts) is answered
-  by gridflex's own ``Register`` with a fresh token, correlated; with ``cp_base_url`` set,
-  gridflex starts and the CP answers. The version is OSCP 2.0 or the request is a 400.
+  by gridflex's own, correlated, with a fresh token; with ``cp_base_url`` gridflex starts.
 * **Handshake**: answered (after the 204) by a ``HandshakeAcknowledgement`` asking the CP
   for heartbeats every :attr:`OscpConfig.heartbeat_interval_s`; gridflex then sends the
   CP heartbeats at the interval the CP asked for (``offline_mode_at`` = 3 intervals on).
