@@ -38,8 +38,8 @@ Invariants:
 * Bad input is a 422 ``{"detail": [{"field", "code", "message"}, ...]}`` listing *every*
   problem, after authentication (401/403 first).
 
-Serving, mutual TLS and the OpenAPI export are in :mod:`adapters.api.server`; the
-telemetry route in :mod:`adapters.api.telemetry`.
+The OpenAPI export is in :mod:`adapters.api.server`, serving and mutual TLS in
+:mod:`adapters.ops.webserver`; the telemetry route in :mod:`adapters.api.telemetry`.
 """
 
 from __future__ import annotations

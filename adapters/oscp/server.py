@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from adapters.api.server import api_port, serve_api
+from adapters.ops.webserver import api_port, serve_api
 from adapters.oscp.config import FP_PATH
 from adapters.oscp.provider import OscpProvider
 from adapters.oscp.wire import (

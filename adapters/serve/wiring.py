@@ -31,12 +31,12 @@ from prometheus_client import CollectorRegistry
 from adapters.api.app import ApiContext, create_app
 from adapters.api.auth import TokenRegistry
 from adapters.api.idempotency import IdempotencyStore
-from adapters.api.server import api_port, serve_api, stop_api
 from adapters.api.telemetry import TelemetryIngest
 from adapters.dso.audit import AuditLog, export_head
 from adapters.dso.audit_sink import AuditSink
 from adapters.dso.intake import LimitIntake, Publish, Signal
 from adapters.ops.history import HistorySettings, InfluxHistory
+from adapters.ops.webserver import api_port, serve_api, stop_api
 from adapters.serve.settings import ApiSettings
 from aggregator.errors import InvalidInput, TransientIO
 from aggregator.interfaces import Clock, MessageBus

@@ -30,8 +30,8 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.api.server import stop_api
 from adapters.dso.intake import LimitIntake, Signal
+from adapters.ops.webserver import stop_api
 from adapters.oscp import CpClient, CpRefused, FleetReadings, OscpConfig, OscpGroup, OscpProvider
 from adapters.oscp.server import serve_fp
 from adapters.stream.inprocess import RecordingSink
