@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Final
@@ -47,9 +47,11 @@ from typing import Final
 import structlog
 
 from adapters.dso.audit import AuditLog, limit_cancelled, limit_received
+from adapters.dso.fleetshares import FleetShares
 from aggregator.errors import InvalidInput, Issue, TransientIO
 from aggregator.limits import DsoLimit, TargetType
 from aggregator.messages import DsoLimitCancel, DsoLimitMessage
+from aggregator.service.fleetsplit import SHARE_SOURCE
 from aggregator.topology import Topology
 
 __all__ = [
@@ -201,6 +203,7 @@ class LimitIntake:
         audit: AuditLog | None = None,
         clock: Callable[[], datetime] = _utc_now,
         book: LimitsInForce | None = None,
+        fleet_shares: bool = False,
     ) -> None:
         self.topology = topology
         self._publish = publish
@@ -208,6 +211,8 @@ class LimitIntake:
         self.clock = clock
         self.book = book if book is not None else LimitsInForce()
         self.lock = threading.RLock()
+        # on Kafka (several replicas): a fleet limit's per-feeder shares go out with it
+        self.shares = FleetShares(topology) if fleet_shares else None
         # cancelled ids → (when, the limit's end): older records of them change nothing
         self._cancelled: dict[str, tuple[datetime, datetime]] = {}
 
@@ -260,6 +265,8 @@ class LimitIntake:
             )
             key = self.key(limit)
             self._send(key, msg)
+            if self.shares is not None:
+                self._send_shares(self.shares.on_submit(limit, now))
             entry = BookEntry(limit=msg.to_domain(), received_at=now, key=key)
             before = self.book.get(limit.event_id)
             self._cancelled.pop(limit.event_id, None)
@@ -289,6 +296,8 @@ class LimitIntake:
                     ]
                 )
             self._send(known.key, DsoLimitCancel(ts=now, event_id=event_id, source=source))
+            if self.shares is not None:
+                self._send_shares(self.shares.on_cancel(known.limit, now))
             self.book.pop(event_id)
             self._forget(event_id, now, known.limit.end)
             self._audit(
@@ -302,6 +311,10 @@ class LimitIntake:
         replicas. A record older than the book's entry for its id (an echo of what this
         intake already holds) changes nothing; invalid records are ignored."""
         with self.lock:
+            if msg.source == SHARE_SOURCE:  # gridflex's own split: never a DSO's limit
+                if self.shares is not None:
+                    self.shares.observe(msg)
+                return
             known = self.book.get(msg.event_id)
             if known is not None and known.received_at > msg.ts:
                 return
@@ -317,6 +330,15 @@ class LimitIntake:
             if limit_issues(limit, self.topology, self.clock()):
                 return
             self.book.put(BookEntry(limit=limit, received_at=msg.ts, key=key or self.key(limit)))
+
+    def _send_shares(self, records: Sequence[tuple[str, Signal]]) -> None:
+        """Publish fleet shares after their limit: a failure is logged, not raised (the
+        limit itself is out; the fleet splitter splits it on its next pass)."""
+        try:
+            for key, share in records:
+                self._send(key, share)
+        except TransientIO as exc:
+            _log.error("fleet_shares_not_published", error=str(exc))
 
     def _forget(self, event_id: str, at: datetime, end: datetime) -> None:
         """Remember a cancellation until the cancelled window would have ended."""

@@ -141,7 +141,7 @@ def serve(
             from adapters.serve.wiring import kafka_publisher
 
             publish = kafka_publisher(runner.producer, runner.topics.grid_signals)
-            intake = LimitIntake(topology, publish, audit=audit, clock=clock.now)
+            intake = LimitIntake(topology, publish, audit=audit, clock=clock.now, fleet_shares=True)
             follower = GridSignalFollower(
                 settings.kafka.bootstrap, runner.topics.grid_signals, intake
             )

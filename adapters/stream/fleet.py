@@ -72,6 +72,7 @@ from aggregator.service.fleetsplit import (
     parse_share_event_id,
     share_event_id,
     transition,
+    window_tag,
 )
 from aggregator.topology import Topology
 
@@ -212,7 +213,7 @@ class SplitterState:
             else {}
         )
         for (w, f), kw in self.shares.items():
-            if w == window.window_id:
+            if w == window_tag(window.window_id):
                 base[f] = kw
         return base
 
@@ -239,7 +240,7 @@ class SplitterState:
 
     def orphans(self, now: datetime) -> list[DsoLimitCancel]:
         """Cancellations of the shares of DSO fleet limits no longer known (cancelled)."""
-        live = {STATIC_WINDOW, *self.fleet_limits}
+        live = {window_tag(w) for w in (STATIC_WINDOW, *self.fleet_limits)}
         return [
             DsoLimitCancel(ts=now, event_id=share_event_id(w, f), source=SHARE_SOURCE)
             for (w, f) in self.shares

@@ -26,6 +26,7 @@ above the cap when the cap is positive. Pure functions, no I/O: the Kafka wiring
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ __all__ = [
     "parse_share_event_id",
     "share_event_id",
     "transition",
+    "window_tag",
 ]
 
 SHARE_SOURCE = "fleet-split"
@@ -49,17 +51,28 @@ STATIC_WINDOW = "static"
 """Window id of the shares of the topology's static fleet limit (all time)."""
 
 _RES_KW = 1e-3  # shares are rounded down to 1 W
+_MAX_WINDOW = 40
+
+
+def window_tag(window_id: str) -> str:
+    """How a window appears in share ids: itself, or — past 40 characters (a DSO event id
+    may have 128, a share id may not have more) — ``~`` and 32 hex digits of its SHA-256.
+    Idempotent: a tag is its own tag."""
+    if len(window_id) <= _MAX_WINDOW:
+        return window_id
+    return "~" + hashlib.sha256(window_id.encode("utf-8")).hexdigest()[:32]
 
 
 def share_event_id(window_id: str, feeder_id: str) -> str:
     """The event id of ``feeder_id``'s share of the fleet cap ``window_id`` (a DSO fleet
     limit's event id, or :data:`STATIC_WINDOW`): a re-split re-uses it, so the newest share
-    replaces the older one in every limit book."""
-    return f"{SHARE_PREFIX}:{window_id}:{feeder_id}"
+    replaces the older one in every limit book. The window appears as its
+    :func:`window_tag`."""
+    return f"{SHARE_PREFIX}:{window_tag(window_id)}:{feeder_id}"
 
 
 def parse_share_event_id(event_id: str) -> tuple[str, str] | None:
-    """``(window_id, feeder_id)`` of a share's event id; ``None`` for any other id."""
+    """``(window tag, feeder_id)`` of a share's event id; ``None`` for any other id."""
     head, sep, rest = event_id.partition(":")
     if head != SHARE_PREFIX or not sep:
         return None

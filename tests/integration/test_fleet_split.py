@@ -18,7 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from adapters.dso.intake import LimitIntake
+from aggregator.limits import DsoLimit, TargetType
 from aggregator.messages import DsoLimitMessage, MeterValue, SessionStarted
+from aggregator.topology import Feeder, Site, Topology
 from tests.conftest import wait_until
 from tests.integration.checker import CapModel, Limit, SetpointChecker
 from tests.integration.streaming import Replica, Streams, answer, now, send
@@ -176,6 +179,73 @@ def test_three_replicas_hold_the_fleet_cap_through_a_dso_fleet_limit_and_a_sigki
     assert end < limit.end, "lengthen the window"
     report = checker.check(MODEL, [limit], first, end)
     assert report.ok, f"killed at {killed.isoformat()}\n{report.summary()}"
+    inside = checker.check(MODEL, [limit], limit.start, end).peak_kw
+    assert inside["fleet:fleet"] <= DSO_FLEET_KW + 1e-6, inside
+    assert not checker.errors
+
+
+def test_a_fleet_limit_at_short_notice_holds_from_its_start_through_the_intakes_shares(
+    streams: Streams, replicas: list[Replica], checker: SetpointChecker, tmp_path: Path
+) -> None:
+    """No splitter at all (interval 0): a DSO fleet limit posted through the one intake
+    3 s before its window opens holds across the three replicas from its first instant,
+    because the intake publishes every feeder's share with it (keyed by the feeder, so
+    each owner applies its share like any feeder limit). Before the window the fleet draws
+    more than the limit, so the limit binds."""
+    topology = write_topology(tmp_path / "topology.yaml")
+    env = {
+        "GRIDFLEX_KAFKA__FLEET_CONTROL_TOPIC": streams.topic("fleet-control"),
+        "GRIDFLEX_KAFKA__FLEET_SPLIT_INTERVAL_S": "0",
+    }
+    live = [
+        Replica(streams, topology, "fleet-2", tmp_path / f"{n}.log", extra_env=env) for n in "abc"
+    ]
+    replicas += live
+    for r in live:
+        r.wait_ready()
+    wait_until(lambda: settled(live), 90, "three replicas owning the six feeders")
+    charge(streams)
+    first = datetime.now(UTC)
+    answer(streams, checker, CSMS, detail=lambda: live[0].tail(), timeout_s=60)
+    prod = streams.producer()
+    intake = LimitIntake(
+        Topology(
+            tuple(Feeder(f, FEEDER_CAP_KW) for f in FEEDERS),
+            tuple(Site(s, f, SITE_CAP_KW, csms_id=f"csms-{f}") for s, f in SITES.items()),
+            FLEET_CAP_KW,
+        ),
+        lambda key, msg: send(prod, streams.topic("grid-signals"), key, msg),
+        fleet_shares=True,
+    )
+    t = datetime.now(UTC)
+    entry, _ = intake.submit(
+        DsoLimit(
+            event_id="dso-fleet-now",
+            target_type=TargetType.FLEET,
+            target_id="fleet",
+            start=t + timedelta(seconds=3),
+            end=t + timedelta(seconds=240),
+            limit_kw=DSO_FLEET_KW,
+            source="rest:dso-a",
+        )
+    )
+    prod.flush()
+    prod.close()
+    limit = Limit(
+        event_id=entry.limit.event_id,
+        target_type="fleet",
+        target_id="fleet",
+        start=entry.limit.start,
+        end=entry.limit.end,
+        limit_kw=DSO_FLEET_KW,
+    )
+    wait_until(lambda: datetime.now(UTC) >= limit.start + timedelta(seconds=5), 30, "window")
+    answer(streams, checker, CSMS, hz=49.95, detail=lambda: live[0].tail())
+    end = datetime.now(UTC)
+    before = checker.check(MODEL, [], first, limit.start).peak_kw
+    assert before["fleet:fleet"] > DSO_FLEET_KW, before  # the limit binds
+    report = checker.check(MODEL, [limit], first, end)
+    assert report.ok, report.summary()
     inside = checker.check(MODEL, [limit], limit.start, end).peak_kw
     assert inside["fleet:fleet"] <= DSO_FLEET_KW + 1e-6, inside
     assert not checker.errors
