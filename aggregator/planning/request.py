@@ -4,7 +4,8 @@
 serve (their site, the steps they are plugged in, power bounds and energy still needed),
 the per-step caps from the :class:`~aggregator.limits.LimitBook`, the reserve the market
 commitments need (per step and direction: ``reserve_up_kw``/``reserve_down_kw`` from the
-awarded volumes per block, or the symmetric ``reserve_kw``) and a price series.
+awarded volumes per block, or the symmetric ``reserve_kw``), optionally the energy-reservoir
+time ``reservoir_s`` that reserve must be sustainable for, and a price series.
 :class:`Plan` is the answer: a base power per session and step (average kW over the part
 of the step the car is plugged in), each site's reserve up/down, and how the plan was
 obtained (solver, status, times, fallback).
@@ -20,6 +21,7 @@ violation.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -154,6 +156,9 @@ class PlanRequest:
     # awarded reserve per step and direction (kW, T each); None = the symmetric reserve_kw
     reserve_up_kw: NDArray[np.float64] | None = None
     reserve_down_kw: NDArray[np.float64] | None = None
+    # energy-reservoir rule (s, e.g. 900 or 1800): the reserve held must be sustainable
+    # that long (aggregator.planning.reservoir); None = power headroom only
+    reservoir_s: float | None = None
 
     def reserve_targets_kw(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """The up and down reserve to hold in each step (kW, ≥ 0): ``reserve_up_kw`` /
@@ -229,6 +234,8 @@ class PlanRequest:
         ):
             if given is not None and given.shape != (t,):
                 issues.append(Issue(name, f"shape {given.shape}, expected ({t},)"))
+        if self.reservoir_s is not None and not (0 < self.reservoir_s < math.inf):
+            issues.append(Issue("reservoir_s", "must be a positive number of seconds"))
         if self.price_eur_per_mwh is not None and self.price_eur_per_mwh.shape != (t,):
             issues.append(Issue("price_eur_per_mwh", "one price per step is required"))
         bad_window = np.flatnonzero(
