@@ -19,7 +19,10 @@ Columns (``v``), in this order (:class:`Layout` holds the offsets):
 * V2G: a running energy ``c`` per V2G entry (bounds ``[-budget_j, need_j]``, one row
   ``c_e - c_{e-1} - h·x_e = 0``: linear in the session length, not quadratic) and a
   discharge ``dch ≥ -x`` (priced for degradation);
-* ``worst`` (fairness), ``peak``, ``ramp`` (T-1) when their weights are > 0.
+* ``worst`` (fairness), ``peak``, ``ramp`` (T-1) when their weights are > 0;
+* with the energy-reservoir rule (``req.reservoir_s``): ``u``, ``d`` per entry of a step
+  with an up/down target and ``r`` per entry of their sessions, last
+  (:mod:`aggregator.planning.reservoir`: the reserve is sustainable for that long).
 
 * ``short`` (n, in ``[0, need]``): the priced shortfall of each session, in one energy
   row per session ``Σ h·x + short = need``. (Eliminating it — its
@@ -55,6 +58,7 @@ from numpy.typing import NDArray
 
 from aggregator.planning.fallback import Index
 from aggregator.planning.request import PlanRequest
+from aggregator.planning.reservoir import ReservoirLayout, add_reservoir_rows, reservoir_layout
 
 __all__ = ["NO_LIMIT_KW", "Layout", "LpModel", "build_lp"]
 
@@ -91,6 +95,7 @@ class Layout:
     peak: int | None
     ramp: slice | None
     n_cols: int
+    reservoir: ReservoirLayout | None = None  # energy-reservoir columns (rule on)
 
 
 @dataclass(frozen=True)
@@ -258,6 +263,9 @@ def build_lp(req: PlanRequest, idx: Index) -> LpModel:
     pos_of_st = np.full(s_n * t, -1, dtype=np.intp)
     pos_of_st[occ] = np.arange(n_st, dtype=np.intp)
     lay = dataclasses.replace(_layout(req, idx, int(v2g_e.size), n_st), site_steps=occ)
+    res = reservoir_layout(req, idx, lay.n_cols)
+    if res is not None:  # the energy-reservoir rule's columns come last
+        lay = dataclasses.replace(lay, reservoir=res, n_cols=res.stop)
     cost = np.zeros(lay.n_cols)
     col_lo = np.full(lay.n_cols, -np.inf)
     col_hi = np.full(lay.n_cols, np.inf)
@@ -346,6 +354,22 @@ def build_lp(req: PlanRequest, idx: Index) -> LpModel:
         miss = np.arange(2 * t, dtype=np.intp) + lay.miss.start
         rows.add(t, [(step_of_st, ru, 1.0), (steps, miss[:t], 1.0)], up_kw, np.inf)
         rows.add(t, [(step_of_st, rd, 1.0), (steps, miss[t:], 1.0)], down_kw, np.inf)
+        if lay.reservoir is not None:  # the reserve is sustainable for reservoir_s
+            add_reservoir_rows(
+                req,
+                idx,
+                lay.reservoir,
+                rows,
+                x0=lay.x.start,
+                short0=lay.short.start,
+                ru0=lay.ru.start,
+                rd0=lay.rd.start,
+                entry_st=site_row,
+                n_st=n_st,
+                lo_x=lo_x,
+                hi_x=hi_x,
+                col_lo=col_lo,
+            )
 
     sc = req.site_constraints
     if sc is not None and sc.matrix.shape[0]:
