@@ -17,7 +17,9 @@ to ``poll_timeout_s`` (default 0.1 s) in the frequency poll instead of spinning.
 
 **Ownership.** Records are keyed by feeder; a replica owns the feeders hashing to its
 telemetry partitions (same numbers of the grid-signals topic: eager ``range`` assignment).
-Every assignment builds a fresh service for the feeders now owned.
+Every assignment builds a fresh service for the feeders now owned, holding their part of
+the fleet's reserve (:meth:`StreamRunner.config_for`: by rating, so the replicas' parts sum
+to the award whoever owns what).
 
 **No batch before the limits are known** (takeover). After an assignment the gate in front
 of the setpoint sink is closed: the runner restores the owned sessions from the state
@@ -62,6 +64,7 @@ from adapters.stream.transport import Message, TopicPartition, Transport
 from aggregator.errors import InvalidInput, TransientIO
 from aggregator.interfaces import Clock, SetpointSink
 from aggregator.service.events import EventSink, FanOut
+from aggregator.service.fleetsplit import reserve_fraction
 from aggregator.service.planrunner import EngineFactory, ProcessPlanRunner
 from aggregator.service.replica import Service, ServiceConfig
 from aggregator.topology import Topology
@@ -191,18 +194,26 @@ class StreamRunner:
         # inside poll: only note it; poll_once rebuilds before it applies any record
         self._assigned = list(assigned)
 
+    def config_for(self, topo: Topology) -> ServiceConfig:
+        """The service config for the owned part ``topo``: the fleet's reserve split among
+        replicas by their feeders' rating (the parts sum to the award, whoever owns what)."""
+        ratings = {f.feeder_id: f.limit_kw for f in self.topology.feeders}
+        owned = [f.feeder_id for f in topo.feeders]
+        return self.config.reserve_share(reserve_fraction(ratings, owned))
+
     def _build(self, topo: Topology) -> Service:
         if self._make_service is not None:
             return self._make_service(topo, self.sink, self.events)
+        config = self.config_for(topo)
         return Service(  # the planner in a worker process: this thread never plans
             topo,
-            self.config,
+            config,
             clock=self.clock,
             sink=self.sink,
             topics=self.topics,
             events=self.events,
             activation=ReserveActivation(),
-            runner=ProcessPlanRunner(EngineFactory(self.config)),
+            runner=ProcessPlanRunner(EngineFactory(config)),
         )
 
     def _drop_service(self) -> None:

@@ -14,7 +14,7 @@ when none is given. Outside every block the schedule holds ``base_kw``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -62,6 +62,14 @@ class ReserveSchedule:
         if not (np.all(self.up_kw >= 0) and np.all(self.down_kw >= 0) and self.base_kw >= 0):
             issues.append(Issue("reserve_schedule", "reserve must be ≥ 0"))
         return issues
+
+    def scaled(self, fraction: float) -> ReserveSchedule:
+        """This schedule times ``fraction`` (a replica's part of a fleet's award)."""
+        f = float(fraction)
+        fcr = None if self.fcr_kw is None else self.fcr_kw * f
+        return ReserveSchedule(
+            self.start_s, self.end_s, self.up_kw * f, self.down_kw * f, self.base_kw * f, fcr
+        )
 
     def at(self, t_s: float) -> tuple[float, float]:
         """The (up, down) reserve held at ``t_s``."""
@@ -132,6 +140,14 @@ class ServiceConfig:
         if self.reserve_schedule is not None:
             return self.reserve_schedule
         return ReserveSchedule.constant(self.reserve_kw)
+
+    def reserve_share(self, fraction: float) -> ServiceConfig:
+        """This config holding ``fraction`` of its reserve: a replica's part of the fleet's
+        award (:func:`aggregator.service.fleetsplit.reserve_fraction`)."""
+        if fraction == 1.0:
+            return self
+        schedule = None if self.reserve_schedule is None else self.reserve_schedule.scaled(fraction)
+        return replace(self, reserve_kw=self.reserve_kw * fraction, reserve_schedule=schedule)
 
     def validate(self) -> list[Issue]:
         issues: list[Issue] = []

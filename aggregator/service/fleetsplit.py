@@ -12,6 +12,9 @@ applies the feeder's share as a cap on that feeder.
 * :func:`demand_shares` — the split by demand the fleet splitter publishes: every feeder a
   floor (a fraction of its default share), the rest by demand above the floor (capped at
   the feeder's rating), any remainder by rating.
+* :func:`reserve_fraction` — a replica's part of the fleet's awarded reserve: its feeders'
+  part of the fleet's rating (by count when a rating is unbounded), so the parts the
+  replicas hold sum to the award whatever feeders each owns.
 * :func:`transition` — moving from one split to another without ever exceeding the cap:
   first every **decrease**, then, once every decrease is applied by its feeder's owner,
   every **increase**. While the decreases are in flight each feeder is at its old share or
@@ -28,7 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 __all__ = [
@@ -39,6 +42,7 @@ __all__ = [
     "default_shares",
     "demand_shares",
     "parse_share_event_id",
+    "reserve_fraction",
     "share_event_id",
     "transition",
     "window_tag",
@@ -168,3 +172,16 @@ def transition(
         elif v > was + tol_kw:
             inc[f] = v
     return Transition(decreases=dec, increases=inc)
+
+
+def reserve_fraction(ratings_kw: Mapping[str, float], owned: Iterable[str]) -> float:
+    """The part of a fleet-wide reserve the owner of ``owned`` feeders holds: their share
+    of the fleet's rating (of the feeder count when any rating is unbounded). Over any
+    partition of the feeders among replicas the parts sum to 1."""
+    mine = set(owned) & set(ratings_kw)
+    if not ratings_kw:
+        return 0.0
+    values = list(ratings_kw.values())
+    if all(math.isfinite(v) and v > 0 for v in values):
+        return sum(ratings_kw[f] for f in mine) / sum(values)
+    return len(mine) / len(ratings_kw)

@@ -10,6 +10,7 @@ from adapters.ops.metrics import Metrics
 from adapters.stream.fake import FakeTransport
 from adapters.stream.fleet import SplitterState, demand_report, static_share_limits
 from adapters.stream.runner import StreamRunner
+from adapters.stream.topics import owned_topology
 from aggregator.messages import DsoLimitCancel, DsoLimitMessage, encode
 from aggregator.service.fleetsplit import SHARE_SOURCE, share_event_id
 from aggregator.topology import Feeder, Site, Topology
@@ -130,3 +131,16 @@ def test_a_dso_fleet_limit_is_split_at_once_and_its_shares_cancelled_with_it() -
     st.on_grid_signal(1, 1, encode(DsoLimitCancel(ts=T0, event_id="dso-1")))
     cancels = st.orphans(T0)
     assert {c.event_id for c in cancels} == {share_event_id("dso-1", f) for f in "abc"}
+
+
+def test_each_replica_holds_its_feeders_part_of_the_fleet_reserve() -> None:
+    """The reserve a replica's service holds is the fleet's award times its feeders' part
+    of the rating: two replicas owning one feeder each hold half each, one owning both
+    holds it all."""
+    runner, _ = Cluster().replica()
+    runner.config = dataclasses.replace(runner.config, reserve_kw=100.0)
+    first, second = (
+        runner.config_for(owned_topology(TOPO, 6, owned)) for owned in ({0, 1, 2}, {3, 4, 5})
+    )
+    assert (first.reserve_kw, second.reserve_kw) == (50.0, 50.0)  # f3 / f1, equal ratings
+    assert runner.config_for(owned_topology(TOPO, 6, set(range(6)))).reserve_kw == 100.0

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import math
 
-from hypothesis import given
+import numpy as np
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aggregator.service.config import ReserveSchedule, ServiceConfig
 from aggregator.service.fleetsplit import (
     default_shares,
     demand_shares,
     parse_share_event_id,
+    reserve_fraction,
     share_event_id,
     transition,
 )
@@ -97,3 +101,55 @@ def test_no_phase_of_a_resplit_exceeds_the_cap(
     assert math.fsum(during_inc.values()) <= cap + 1e-9
     final = {**after_dec, **t.increases}
     assert all(abs(final[f] - new[f]) <= 1.5e-3 for f in r)  # changes ≤ 1 W skipped
+
+
+# --- the fleet's reserve, split among replicas ------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ratings=st.lists(st.floats(1.0, 1000.0), min_size=1, max_size=8),
+    owner=st.lists(st.integers(0, 2), min_size=8, max_size=8),
+    unbounded=st.booleans(),
+)
+def test_the_replicas_parts_of_the_reserve_sum_to_the_award(
+    ratings: list[float], owner: list[int], unbounded: bool
+) -> None:
+    by_feeder = {f"f{i}": r for i, r in enumerate(ratings)}
+    if unbounded:
+        by_feeder["f0"] = math.inf  # then by feeder count
+    parts = [
+        reserve_fraction(by_feeder, [f for i, f in enumerate(by_feeder) if owner[i] == k])
+        for k in range(3)
+    ]
+    assert sum(parts) == pytest.approx(1.0)
+    assert all(0.0 <= p <= 1.0 for p in parts)
+    config = ServiceConfig(
+        reserve_kw=120.0,
+        reserve_schedule=ReserveSchedule(
+            np.array([0.0]),
+            np.array([3600.0]),
+            np.array([200.0]),
+            np.array([80.0]),
+            50.0,
+            np.array([40.0]),
+        ),
+    )
+    held = [config.reserve_share(p) for p in parts]
+    assert sum(c.reserve_kw for c in held) == pytest.approx(120.0)
+    assert sum(c.reserve.at(10.0)[0] for c in held) == pytest.approx(200.0)
+    assert sum(c.reserve.at(10.0)[1] for c in held) == pytest.approx(80.0)
+    assert sum(c.reserve.at(7200.0)[0] for c in held) == pytest.approx(50.0)
+    assert sum(c.reserve.band(10.0, fcr=True)[0] for c in held) == pytest.approx(40.0)
+    for c in held:
+        assert c.reserve.validate() == []
+
+
+def test_a_replica_owning_half_the_rating_holds_half_the_reserve() -> None:
+    assert reserve_fraction({"a": 300.0, "b": 100.0, "c": 200.0}, ["a"]) == 0.5
+    assert reserve_fraction({"a": 300.0, "b": math.inf}, ["b"]) == 0.5  # by count
+    assert reserve_fraction({"a": 300.0}, []) == 0.0
+    assert reserve_fraction({}, ["a"]) == 0.0
+    config = ServiceConfig(reserve_kw=60.0)
+    assert config.reserve_share(1.0) is config
+    assert config.reserve_share(0.25).reserve_kw == 15.0
