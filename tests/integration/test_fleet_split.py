@@ -108,6 +108,33 @@ def settled(live: list[Replica]) -> bool:
     return set().union(*sets) == set(FEEDERS) and sum(len(s) for s in sets) == len(FEEDERS)
 
 
+def three_charging_replicas(
+    streams: Streams,
+    replicas: list[Replica],
+    checker: SetpointChecker,
+    tmp_path: Path,
+    group: str,
+    split_interval_s: float,
+) -> tuple[list[Replica], datetime]:
+    """Three ready replicas owning the six feeders, every EVSE charging, all CSMSs answered
+    (``split_interval_s`` 0: no fleet splitter), and when the charging began."""
+    topology = write_topology(tmp_path / "topology.yaml")
+    env = {
+        "GRIDFLEX_KAFKA__FLEET_CONTROL_TOPIC": streams.topic("fleet-control"),
+        "GRIDFLEX_KAFKA__FLEET_REPORT_INTERVAL_S": "1",
+        "GRIDFLEX_KAFKA__FLEET_SPLIT_INTERVAL_S": str(split_interval_s),
+    }
+    live = [Replica(streams, topology, group, tmp_path / f"{n}.log", extra_env=env) for n in "abc"]
+    replicas += live
+    for r in live:
+        r.wait_ready()
+    wait_until(lambda: settled(live), 90, "three replicas owning the six feeders")
+    charge(streams)
+    first = datetime.now(UTC)
+    answer(streams, checker, CSMS, detail=lambda: live[0].tail(), timeout_s=60)
+    return live, first
+
+
 def fleet_limit(streams: Streams, opens_in_s: float, lasts_s: float) -> Limit:
     t = now()
     msg = DsoLimitMessage(
@@ -136,22 +163,7 @@ def fleet_limit(streams: Streams, opens_in_s: float, lasts_s: float) -> Limit:
 def test_three_replicas_hold_the_fleet_cap_through_a_dso_fleet_limit_and_a_sigkill(
     streams: Streams, replicas: list[Replica], checker: SetpointChecker, tmp_path: Path
 ) -> None:
-    topology = write_topology(tmp_path / "topology.yaml")
-    env = {
-        "GRIDFLEX_KAFKA__FLEET_CONTROL_TOPIC": streams.topic("fleet-control"),
-        "GRIDFLEX_KAFKA__FLEET_REPORT_INTERVAL_S": "1",
-        "GRIDFLEX_KAFKA__FLEET_SPLIT_INTERVAL_S": "1",
-    }
-    live = [
-        Replica(streams, topology, "fleet", tmp_path / f"{n}.log", extra_env=env) for n in "abc"
-    ]
-    replicas += live
-    for r in live:
-        r.wait_ready()
-    wait_until(lambda: settled(live), 90, "three replicas owning the six feeders")
-    charge(streams)
-    first = datetime.now(UTC)
-    answer(streams, checker, CSMS, detail=lambda: live[0].tail(), timeout_s=60)
+    live, first = three_charging_replicas(streams, replicas, checker, tmp_path, "fleet", 1.0)
 
     def resplit() -> bool:  # the splitter moved the cap to the busy feeders
         answer(streams, checker, set())
@@ -192,21 +204,7 @@ def test_a_fleet_limit_at_short_notice_holds_from_its_start_through_the_intakes_
     because the intake publishes every feeder's share with it (keyed by the feeder, so
     each owner applies its share like any feeder limit). Before the window the fleet draws
     more than the limit, so the limit binds."""
-    topology = write_topology(tmp_path / "topology.yaml")
-    env = {
-        "GRIDFLEX_KAFKA__FLEET_CONTROL_TOPIC": streams.topic("fleet-control"),
-        "GRIDFLEX_KAFKA__FLEET_SPLIT_INTERVAL_S": "0",
-    }
-    live = [
-        Replica(streams, topology, "fleet-2", tmp_path / f"{n}.log", extra_env=env) for n in "abc"
-    ]
-    replicas += live
-    for r in live:
-        r.wait_ready()
-    wait_until(lambda: settled(live), 90, "three replicas owning the six feeders")
-    charge(streams)
-    first = datetime.now(UTC)
-    answer(streams, checker, CSMS, detail=lambda: live[0].tail(), timeout_s=60)
+    live, first = three_charging_replicas(streams, replicas, checker, tmp_path, "fleet-2", 0.0)
     prod = streams.producer()
     intake = LimitIntake(
         Topology(

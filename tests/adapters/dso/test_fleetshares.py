@@ -41,6 +41,20 @@ def rig(shares: bool = True) -> tuple[LimitIntake, Sent]:
     ), sent
 
 
+def splitter_share(feeder: str, kw: float) -> DsoLimitMessage:
+    """A share of ``fl1`` as the fleet splitter publishes it (read back from the topic)."""
+    return DsoLimitMessage(
+        ts=T0,
+        event_id=share_event_id("fl1", feeder),
+        target_type="feeder",
+        target_id=feeder,
+        start=T0,
+        end=T0 + timedelta(hours=2),
+        limit_kw=kw,
+        source=SHARE_SOURCE,
+    )
+
+
 def share_of(sent: Sent) -> dict[str, float]:
     return {
         k: m.limit_kw
@@ -79,18 +93,7 @@ def test_a_revision_never_raises_a_share_the_splitter_lowered_and_cancel_withdra
     intake.submit(fleet(500.0))
     # the splitter moved the cap by demand: f1 down to 100, f2 up to 400 (read back)
     for feeder, kw in (("f1", 100.0), ("f2", 400.0)):
-        intake.observe(
-            DsoLimitMessage(
-                ts=T0,
-                event_id=share_event_id("fl1", feeder),
-                target_type="feeder",
-                target_id=feeder,
-                start=T0,
-                end=T0 + timedelta(hours=2),
-                limit_kw=kw,
-                source=SHARE_SOURCE,
-            )
-        )
+        intake.observe(splitter_share(feeder, kw))
     sent.clear()
     intake.submit(fleet(400.0))  # tighter: defaults 240 / 160
     assert share_of(sent) == {"f1": 100.0, "f2": 160.0}  # min(known, default): no raise
@@ -127,18 +130,7 @@ def test_every_share_published_sums_within_the_new_cap_and_never_rises(
     known = share_of(sent)
     for feeder, kw in moved:  # the splitter's shares, read back
         known[feeder] = kw
-        intake.observe(
-            DsoLimitMessage(
-                ts=T0,
-                event_id=share_event_id("fl1", feeder),
-                target_type="feeder",
-                target_id=feeder,
-                start=T0,
-                end=T0 + timedelta(hours=2),
-                limit_kw=kw,
-                source=SHARE_SOURCE,
-            )
-        )
+        intake.observe(splitter_share(feeder, kw))
     sent.clear()
     intake.submit(fleet(revised))
     new = share_of(sent)
