@@ -7,7 +7,8 @@
   block, P50 and P90 of the up, down and symmetric flexibility within the scenario's
   site, feeder and DSO limits; writes ``forecast-D.json``/``.csv`` into ``--out``.
 * ``bid SCENARIO --day D --product fcr|afrr|both`` sizes the bids from the same forecast
-  (firm rung at ``--reached-with``, increment to P50; FCR first, aFRR from what is left
+  (firm rung at ``--reached-with`` — the quantile, or with ``--method cvar`` the CVaR LP
+  of :mod:`markets.bids.cvar` — increment to P50; FCR first, aFRR from what is left
   with ``both``), prints the offers and every reason a block got none, writes
   ``bid-<product>-D.json``/``.csv`` (and aFRR's ``energy-…csv``) into ``--out``.
 
@@ -29,6 +30,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from adapters.cli.market_run import _native_stdout_to_stderr
 from adapters.files.history import generate_history, write_history_csv
 from adapters.files.market import bid_json, forecast_rows, read_history, write_bid, write_forecast
 from aggregator.errors import InvalidInput
@@ -145,6 +147,11 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     out.append("  ".join("-" * w for w in widths))
     out += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     return "\n".join(out)
+
+
+class SizingChoice(StrEnum):
+    QUANTILE = "quantile"
+    CVAR = "cvar"
 
 
 class ProductChoice(StrEnum):
@@ -307,6 +314,7 @@ def bid_documents(
     made: datetime,
     prices: BidPrices | None = None,
     reached_with: float = 0.93,
+    method: str = "quantile",
 ) -> list[BidDocument]:
     """The bid documents of ``product`` from a forecast (the door of ``bid``; the demo's
     report uses it too): FCR first, aFRR from what the FCR offers leave with ``both``."""
@@ -321,6 +329,7 @@ def bid_documents(
                 pool_id=pool_id,
                 prices=prices,
                 reached_with=reached_with,
+                method=method,
             )
         )
     if product in (ProductChoice.AFRR, ProductChoice.BOTH):
@@ -337,6 +346,7 @@ def bid_documents(
                 pool_id=pool_id,
                 prices=prices,
                 reached_with=reached_with,
+                method=method,
             )
         )
     return docs
@@ -359,6 +369,10 @@ def bid_command(
     firm_price: Annotated[float, typer.Option(help="Firm rung, EUR/MW per block")] = 8.0,
     increment_price: Annotated[float, typer.Option(help="P50 increment, EUR/MW per block")] = 20.0,
     energy_price: Annotated[float, typer.Option(help="aFRR energy bids, EUR/MWh")] = 150.0,
+    method: Annotated[
+        SizingChoice,
+        typer.Option(help="Firm volume: the quantile (chance constraint) or the CVaR LP"),
+    ] = SizingChoice.QUANTILE,
     now: Annotated[str | None, typer.Option(help="Bid time, ISO 8601 (default: now)")] = None,
     seed: Annotated[int, typer.Option(help="Random seed of the draw")] = 0,
     out: Annotated[Path, typer.Option(help="Folder for the bid documents")] = Path(
@@ -375,9 +389,17 @@ def bid_command(
     if made.tzinfo is None:
         raise _reject(InvalidInput("--now must carry a time zone (e.g. Z)"))
     prices = BidPrices(firm_price, increment_price, energy_price)
-    docs = bid_documents(
-        fc, d, pool.name, product, made=made, prices=prices, reached_with=reached_with
-    )
+    with _native_stdout_to_stderr():  # the CVaR LP's solver banner stays off stdout
+        docs = bid_documents(
+            fc,
+            d,
+            pool.name,
+            product,
+            made=made,
+            prices=prices,
+            reached_with=reached_with,
+            method=method.value,
+        )
     written: list[Path] = []
     for doc in docs:
         written += write_bid(out, doc)

@@ -122,6 +122,7 @@ def bid_json(doc: BidDocument) -> dict[str, Any]:
         "late": doc.late,
         "pricing": doc.pricing,
         "reached_with": doc.reached_with,
+        "sizing": doc.method,
         "reservoir_s": doc.reservoir_s,
         "scenarios": doc.n_scenarios,
         "firm_mw": {k: [_mw(x) for x in v] for k, v in doc.firm_kw.items()},

@@ -12,7 +12,10 @@ the volume the fleet reaches in the block's every step with probability ``reache
 held: the forecast's ``reservoir_s``), rounded *down* to whole MW. The default
 ``reached_with`` is 0.93, a 3-point margin over P90, because a calibrated P90 back-tests
 at 10 % ± 3 points over four weeks (tests/markets/test_forecast.py) and the done-when
-asks for ≤ 10 %. On top, a dearer increment up to the P50 volume (whole MW). A block
+asks for ≤ 10 %. ``method="cvar"`` sizes the firm rung by the CVaR LP instead
+(:mod:`markets.bids.cvar`: the mean of the worst ``1 − reached_with`` of the scenarios,
+never above the quantile volume when that tail is a whole number of scenarios). On top,
+a dearer increment up to the P50 volume (whole MW). A block
 whose firm volume is under the minimum bid gets no offer and a reason; a pool with no
 offer at all says so in ``reasons``.
 
@@ -35,11 +38,13 @@ from numpy.typing import NDArray
 
 from markets.baseline import Baseline
 from markets.bids.calendar import DeliveryDay
+from markets.bids.cvar import cvar_volume_kw
 from markets.forecast.forecast import Direction, FlexForecast
 
 __all__ = [
     "AFRR_RULES",
     "FCR_RULES",
+    "SIZING_METHODS",
     "BidDocument",
     "BidPrices",
     "BidRules",
@@ -47,6 +52,9 @@ __all__ = [
     "Offer",
     "make_bids",
 ]
+
+SIZING_METHODS = ("quantile", "cvar")
+"""How a firm volume is sized: the chance constraint's quantile, or the CVaR LP."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +123,7 @@ class BidDocument:
     energy_bids: tuple[EnergyBid, ...]
     baseline: Baseline
     reasons: tuple[str, ...] = field(default=())
+    method: str = "quantile"  # how the firm volume was sized: "quantile" or "cvar"
 
     @property
     def late(self) -> bool:
@@ -143,10 +152,15 @@ def make_bids(
     pool_id: str = "pool",
     prices: BidPrices | None = None,
     reached_with: float = 0.93,
+    method: str = "quantile",
 ) -> BidDocument:
-    """The bid document of ``rules.product`` for ``day`` from ``forecast`` (module doc)."""
+    """The bid document of ``rules.product`` for ``day`` from ``forecast`` (module doc);
+    ``method``: ``"quantile"`` (the chance constraint) or ``"cvar"`` (its convex stand-in,
+    :mod:`markets.bids.cvar`)."""
     if forecast.steps != day.steps:
         raise ValueError(f"forecast has {forecast.steps} steps, the day {day.steps}")
+    if method not in SIZING_METHODS:
+        raise ValueError(f"method must be one of {SIZING_METHODS}")
     prices = prices or BidPrices()
     directions = ("SYM",) if rules.symmetric else ("POS", "NEG")
     offers: list[Offer] = []
@@ -155,7 +169,11 @@ def make_bids(
     p50: dict[str, NDArray[np.float64]] = {}
     for name in directions:
         d = _DIRECTIONS[name]
-        firm[name] = forecast.quantile_kw(d, reached_with)
+        if method == "cvar":
+            tail = forecast.widened_block_kw(d, reached_with)
+            firm[name] = cvar_volume_kw(tail, 1.0 - reached_with)
+        else:
+            firm[name] = forecast.quantile_kw(d, reached_with)
         p50[name] = np.maximum(forecast.p50_kw(d), firm[name])
         for b in range(day.blocks.n):
             firm_mw = math.floor(firm[name][b] / 1000.0 + 1e-9)
@@ -204,4 +222,5 @@ def make_bids(
         energy_bids=tuple(energy),
         baseline=baseline,
         reasons=tuple(reasons),
+        method=method,
     )

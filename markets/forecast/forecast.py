@@ -105,12 +105,18 @@ class FlexForecast:
         """(scenarios, blocks): each scenario's minimum flexibility over each block."""
         return self.blocks.minimum(self.per_step(direction))
 
-    def quantile_kw(self, direction: Direction, reached_with: float) -> NDArray[np.float64]:
-        """Per block, the volume reached with probability ``reached_with`` (0.9 → P90),
-        after the small-sample widening (never below 0)."""
+    def widened_block_kw(self, direction: Direction, reached_with: float) -> NDArray[np.float64]:
+        """(scenarios, blocks): :meth:`block_kw` with its spread around the mean widened by
+        the small-sample factor for the tail ``1 − reached_with``."""
         raw = self.block_kw(direction)
         mean = raw.mean(axis=0)
         wide = mean + spread_factor(self.past_days, 1.0 - reached_with) * (raw - mean)
+        return np.asarray(wide, dtype=np.float64)
+
+    def quantile_kw(self, direction: Direction, reached_with: float) -> NDArray[np.float64]:
+        """Per block, the volume reached with probability ``reached_with`` (0.9 → P90),
+        after the small-sample widening (never below 0)."""
+        wide = self.widened_block_kw(direction, reached_with)
         return np.maximum(lower_quantile(wide, 1.0 - reached_with), 0.0)
 
     def p50_kw(self, direction: Direction) -> NDArray[np.float64]:
