@@ -305,6 +305,20 @@ class LimitIntake:
             )
         return known
 
+    def relay(self, msg: Signal) -> str | None:
+        """A protocol adapter's translated message into the intake (its ``publish``):
+        submit a limit or cancel one; the rejection reason, or ``None`` when taken."""
+        try:
+            if isinstance(msg, DsoLimitCancel):
+                self.cancel(msg.event_id, source=msg.source)
+            else:
+                self.submit(msg.to_domain())
+        except InvalidInput as exc:
+            return "; ".join(f"{i.code}: {i}" for i in exc.issues)
+        except TransientIO as exc:
+            return str(exc)
+        return None
+
     def observe(self, msg: Signal, *, key: str | None = None) -> None:
         """Take a grid signal read back from the topic into the book (no publish, no
         audit): how the book is rebuilt after a restart and kept in step with other

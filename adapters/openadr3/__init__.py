@@ -14,7 +14,7 @@
 
 Wiring, in short (``gridflex serve`` does this when ``openadr3`` is configured)::
 
-    ven = OpenAdr3Ven(config, publish=intake_publisher(intake), readings=readings_of)
+    ven = OpenAdr3Ven(config, publish=intake.relay, readings=readings_of)
     ven.start()
     …
     ven.stop()

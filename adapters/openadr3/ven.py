@@ -11,7 +11,7 @@ arrives, it reads the programs it follows and their events.
 Rules the VEN keeps:
 
 * Every limit goes to ``publish`` — in ``gridflex serve`` the one DSO intake
-  (:func:`adapters.serve.wiring.intake_publisher`), which validates, keys, publishes and
+  (:meth:`adapters.dso.intake.LimitIntake.relay`), which validates, keys, publishes and
   audits it once; ``publish`` returns a rejection reason or ``None``.
 * An event is applied when it is new or its ``modificationDateTime`` changed: its limits
   (:func:`~adapters.openadr3.mapping.event_to_limits`) are published and the ids its

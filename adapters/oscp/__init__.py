@@ -12,7 +12,7 @@ Provider (CP, the DSO), its configuration, wire messages and mapping.
 
 Wiring, in short (``gridflex serve`` does this when ``oscp`` is configured)::
 
-    fp = OscpProvider(config, publish=intake_publisher(intake), readings=readings)
+    fp = OscpProvider(config, publish=intake.relay, readings=readings)
     server, thread, port = serve_fp(fp)
     fp.start()
     …

@@ -38,9 +38,8 @@ from adapters.dso.intake import LimitIntake, Publish, Signal
 from adapters.ops.history import HistorySettings, InfluxHistory
 from adapters.ops.webserver import api_port, serve_api, stop_api
 from adapters.serve.settings import ApiSettings
-from aggregator.errors import InvalidInput, TransientIO
 from aggregator.interfaces import Clock, MessageBus
-from aggregator.messages import DsoLimitCancel, DsoLimitMessage, encode
+from aggregator.messages import encode
 from aggregator.planning.request import select_sessions
 from aggregator.service.events import EventSink, FanOut
 from aggregator.service.replica import Service
@@ -62,7 +61,6 @@ __all__ = [
     "consumer_lag",
     "flexibility_view",
     "hosting_view",
-    "intake_publisher",
     "kafka_publisher",
     "open_audit",
     "service_events",
@@ -231,27 +229,6 @@ def kafka_publisher(producer: Any, topic: str) -> Publish:
     return publish
 
 
-def intake_publisher(
-    intake: LimitIntake,
-) -> Callable[[DsoLimitMessage | DsoLimitCancel], str | None]:
-    """The OpenADR VEN's ``publish``: its translated messages into the intake; returns the
-    rejection reason (the VEN then opts out)."""
-
-    def send(msg: DsoLimitMessage | DsoLimitCancel) -> str | None:
-        try:
-            if isinstance(msg, DsoLimitCancel):
-                intake.cancel(msg.event_id, source=msg.source)
-            else:
-                intake.submit(msg.to_domain())
-        except InvalidInput as exc:
-            return "; ".join(f"{i.code}: {i}" for i in exc.issues)
-        except TransientIO as exc:
-            return str(exc)
-        return None
-
-    return send
-
-
 class PowerSnapshot:
     """Measured power per site, feeder and the fleet, refreshed by the service loop and
     read by other threads (TELEMETRY_USAGE reports): a dict swapped whole, never mutated."""
@@ -350,7 +327,7 @@ def start_ven(
     """Start the OpenADR VEN feeding the intake, its registration state exported."""
     from adapters.openadr import OpenAdrVen, export_ven_metrics
 
-    ven = OpenAdrVen(config, intake_publisher(intake), power.kw, audit=audit, on_prices=prices.put)
+    ven = OpenAdrVen(config, intake.relay, power.kw, audit=audit, on_prices=prices.put)
     export_ven_metrics(ven, registry)
     ven.start()
     return ven
@@ -367,7 +344,7 @@ def start_ven3(
     from adapters.openadr3 import OpenAdr3Ven
     from adapters.openadr3.metrics import export_ven3_metrics
 
-    ven = OpenAdr3Ven(config, intake_publisher(intake), readings)
+    ven = OpenAdr3Ven(config, intake.relay, readings)
     if registry is not None:
         export_ven3_metrics(ven, registry)
     ven.start()
@@ -391,7 +368,7 @@ def start_oscp(config: OscpConfig, intake: LimitIntake, readings: FleetReadings)
     worker; its limits into the intake, its measurements from ``readings``."""
     from adapters.oscp import OscpProvider, serve_fp
 
-    provider = OscpProvider(config, intake_publisher(intake), readings)
+    provider = OscpProvider(config, intake.relay, readings)
     server, thread, port = serve_fp(provider)
     provider.start()
     return OscpHandle(provider, server, thread, port)

@@ -25,6 +25,7 @@ from kafka.admin import NewTopic
 
 from aggregator.messages import (
     FrequencySample,
+    MeterValue,
     SessionStarted,
     SetpointBatch,
     encode,
@@ -281,3 +282,62 @@ def sums(batches: list[SetpointBatch] | list[Batch]) -> tuple[dict[str, float], 
 
 
 SITE_OF = {f"e{i:02d}": ("s1", "s2", "s3")[i % 3] for i in range(30)}
+
+
+# ------------------------------------------------- crash tests on a grid of many feeders
+
+
+def write_grid_topology(
+    path: Path,
+    sites: dict[str, str],
+    *,
+    site_cap_kw: float,
+    feeder_cap_kw: float,
+    fleet_cap_kw: float | None = None,
+) -> Path:
+    """A topology file: the feeders of ``sites`` (site → feeder, in order), each site on
+    the CSMS ``csms-<feeder>``; ``fleet_cap_kw`` when the fleet has a static cap."""
+    lines = [] if fleet_cap_kw is None else [f"fleet_limit_kw: {fleet_cap_kw}"]
+    lines.append("feeders:")
+    lines += [f"  - {{id: {f}, limit_kw: {feeder_cap_kw}}}" for f in dict.fromkeys(sites.values())]
+    lines.append("sites:")
+    lines += [
+        f"  - {{id: {s}, feeder: {f}, connection_limit_kw: {site_cap_kw}, csms: csms-{f}}}"
+        for s, f in sites.items()
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def charge_every_evse(
+    streams: Streams, evse_site: dict[str, str], sites: dict[str, str], max_kw: float
+) -> None:
+    """A session on every EVSE, then a meter value at full power (the fleet charges)."""
+    prod = streams.producer()
+    t = now()
+    for i, (evse, site) in enumerate(evse_site.items()):
+        feeder = sites[site]
+        started = SessionStarted(
+            ts=t,
+            feeder_id=feeder,
+            site_id=site,
+            evse_id=evse,
+            csms_id=f"csms-{feeder}",
+            session_id=f"sess-{i}",
+            departure=t + timedelta(hours=6),
+            energy_requested_kwh=60.0,
+            max_power_kw=max_kw,
+        )
+        send(prod, streams.topic("telemetry"), feeder, started)
+    for i, (evse, site) in enumerate(evse_site.items()):
+        mv = MeterValue(
+            ts=now(),
+            feeder_id=sites[site],
+            evse_id=evse,
+            session_id=f"sess-{i}",
+            energy_kwh=0.5,
+            power_kw=max_kw,
+        )
+        send(prod, streams.topic("telemetry"), sites[site], mv)
+    prod.flush()
+    prod.close()

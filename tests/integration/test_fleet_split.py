@@ -20,11 +20,19 @@ import pytest
 
 from adapters.dso.intake import LimitIntake
 from aggregator.limits import DsoLimit, TargetType
-from aggregator.messages import DsoLimitMessage, MeterValue, SessionStarted
+from aggregator.messages import DsoLimitMessage
 from aggregator.topology import Feeder, Site, Topology
 from tests.conftest import wait_until
 from tests.integration.checker import CapModel, Limit, SetpointChecker
-from tests.integration.streaming import Replica, Streams, answer, now, send
+from tests.integration.streaming import (
+    Replica,
+    Streams,
+    answer,
+    charge_every_evse,
+    now,
+    send,
+    write_grid_topology,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -49,46 +57,13 @@ MODEL = CapModel(
 
 
 def write_topology(path: Path) -> Path:
-    lines = [f"fleet_limit_kw: {FLEET_CAP_KW}", "feeders:"]
-    lines += [f"  - {{id: {f}, limit_kw: {FEEDER_CAP_KW}}}" for f in FEEDERS]
-    lines.append("sites:")
-    lines += [
-        f"  - {{id: {s}, feeder: {f}, connection_limit_kw: {SITE_CAP_KW}, csms: csms-{f}}}"
-        for s, f in SITES.items()
-    ]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_grid_topology(
+        path, SITES, site_cap_kw=SITE_CAP_KW, feeder_cap_kw=FEEDER_CAP_KW, fleet_cap_kw=FLEET_CAP_KW
+    )
 
 
 def charge(streams: Streams) -> None:
-    prod = streams.producer()
-    t = now()
-    for i, (evse, site) in enumerate(EVSE_SITE.items()):
-        f = SITES[site]
-        started = SessionStarted(
-            ts=t,
-            feeder_id=f,
-            site_id=site,
-            evse_id=evse,
-            csms_id=f"csms-{f}",
-            session_id=f"sess-{i}",
-            departure=t + timedelta(hours=6),
-            energy_requested_kwh=60.0,
-            max_power_kw=EVSE_MAX_KW,
-        )
-        send(prod, streams.topic("telemetry"), f, started)
-    for i, (evse, site) in enumerate(EVSE_SITE.items()):
-        mv = MeterValue(
-            ts=now(),
-            feeder_id=SITES[site],
-            evse_id=evse,
-            session_id=f"sess-{i}",
-            energy_kwh=0.5,
-            power_kw=EVSE_MAX_KW,
-        )
-        send(prod, streams.topic("telemetry"), SITES[site], mv)
-    prod.flush()
-    prod.close()
+    charge_every_evse(streams, EVSE_SITE, SITES, EVSE_MAX_KW)
 
 
 def owned(replica: Replica) -> set[str]:

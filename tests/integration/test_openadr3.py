@@ -50,7 +50,6 @@ from adapters.openadr3 import (
 )
 from adapters.openadr3.push import NOTIFY_PATH
 from adapters.stream.inprocess import RecordingSink
-from aggregator.errors import InvalidInput, TransientIO
 from aggregator.interfaces import ManualClock
 from aggregator.messages import DsoLimitCancel, DsoLimitMessage
 from aggregator.service.replica import Service
@@ -225,28 +224,10 @@ def ven_config(
     return OpenAdr3Config.model_validate(values)
 
 
-def intake_publisher(intake: LimitIntake) -> Callable[[Signal], str | None]:
-    """The VEN's ``publish`` into the intake, as ``adapters.serve.wiring.intake_publisher``
-    does in ``gridflex serve`` (kept here so this test does not import the whole serve
-    composition root)."""
-
-    def send(msg: Signal) -> str | None:
-        try:
-            if isinstance(msg, DsoLimitCancel):
-                intake.cancel(msg.event_id, source=msg.source)
-            else:
-                intake.submit(msg.to_domain())
-        except (InvalidInput, TransientIO) as exc:
-            return str(exc)
-        return None
-
-    return send
-
-
 def start(
     cfg: OpenAdr3Config, rig: Rig, running: list[Callable[[], None]], **kw: Any
 ) -> OpenAdr3Ven:
-    ven = OpenAdr3Ven(cfg, intake_publisher(rig.intake), **kw)
+    ven = OpenAdr3Ven(cfg, rig.intake.relay, **kw)
     ven.start()
     running.append(ven.stop)
     return ven

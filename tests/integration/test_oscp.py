@@ -21,7 +21,7 @@ import queue
 import signal
 import socket
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,7 +35,6 @@ from adapters.ops.webserver import stop_api
 from adapters.oscp import CpClient, CpRefused, FleetReadings, OscpConfig, OscpGroup, OscpProvider
 from adapters.oscp.server import serve_fp
 from adapters.stream.inprocess import RecordingSink
-from aggregator.errors import InvalidInput, TransientIO
 from aggregator.interfaces import ManualClock
 from aggregator.messages import DsoLimitCancel, DsoLimitMessage
 from aggregator.service.replica import Service
@@ -144,22 +143,6 @@ class Rig:
         return msg
 
 
-def publisher(intake: LimitIntake) -> Callable[[Signal], str | None]:
-    """The provider's ``publish`` into the intake (as serve's ``intake_publisher``)."""
-
-    def send(msg: Signal) -> str | None:
-        try:
-            if isinstance(msg, DsoLimitCancel):
-                intake.cancel(msg.event_id, source=msg.source)
-            else:
-                intake.submit(msg.to_domain())
-        except (InvalidInput, TransientIO) as exc:
-            return str(exc)
-        return None
-
-    return send
-
-
 @pytest.fixture
 def link(cp: Cp) -> Iterator[tuple[Rig, OscpProvider]]:
     """A charging fleet, the FP serving, registered and handshaken with ``cp``, heartbeats
@@ -179,7 +162,7 @@ def link(cp: Cp) -> Iterator[tuple[Rig, OscpProvider]]:
         measurement_interval_s=1.0,
         groups={GROUP: OscpGroup(type="feeder", id="f1")},
     )
-    fp = OscpProvider(cfg, publisher(intake), rig.readings, tick_s=0.1)
+    fp = OscpProvider(cfg, intake.relay, rig.readings, tick_s=0.1)
     server, thread, _ = serve_fp(fp)
     fp.start()
     try:

@@ -22,10 +22,19 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.messages import DsoLimitMessage, MeterValue, SessionStarted
+from aggregator.messages import DsoLimitMessage
 from tests.conftest import wait_until
 from tests.integration.checker import CapModel, Limit, SetpointChecker
-from tests.integration.streaming import CLIENTS, Replica, Streams, answer, now, send
+from tests.integration.streaming import (
+    CLIENTS,
+    Replica,
+    Streams,
+    answer,
+    charge_every_evse,
+    now,
+    send,
+    write_grid_topology,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -55,47 +64,11 @@ MODEL = CapModel(
 
 
 def write_topology(path: Path) -> Path:
-    lines = ["feeders:"]
-    lines += [f"  - {{id: {f}, limit_kw: {FEEDER_CAP_KW}}}" for f in FEEDERS]
-    lines.append("sites:")
-    lines += [
-        f"  - {{id: {s}, feeder: {f}, connection_limit_kw: {SITE_CAP_KW}, csms: csms-{f}}}"
-        for s, f in SITES.items()
-    ]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_grid_topology(path, SITES, site_cap_kw=SITE_CAP_KW, feeder_cap_kw=FEEDER_CAP_KW)
 
 
 def charge(streams: Streams) -> None:
-    """A session on every EVSE, then a meter value at full power (the fleet charges)."""
-    prod = streams.producer()
-    t = now()
-    for i, (evse, site) in enumerate(EVSE_SITE.items()):
-        feeder = SITES[site]
-        started = SessionStarted(
-            ts=t,
-            feeder_id=feeder,
-            site_id=site,
-            evse_id=evse,
-            csms_id=f"csms-{feeder}",
-            session_id=f"sess-{i}",
-            departure=t + timedelta(hours=6),
-            energy_requested_kwh=60.0,
-            max_power_kw=EVSE_MAX_KW,
-        )
-        send(prod, streams.topic("telemetry"), feeder, started)
-    for i, (evse, site) in enumerate(EVSE_SITE.items()):
-        mv = MeterValue(
-            ts=now(),
-            feeder_id=SITES[site],
-            evse_id=evse,
-            session_id=f"sess-{i}",
-            energy_kwh=0.5,
-            power_kw=EVSE_MAX_KW,
-        )
-        send(prod, streams.topic("telemetry"), SITES[site], mv)
-    prod.flush()
-    prod.close()
+    charge_every_evse(streams, EVSE_SITE, SITES, EVSE_MAX_KW)
 
 
 def window(streams: Streams, feeder: str, opens_in_s: float, lasts_s: float) -> Limit:

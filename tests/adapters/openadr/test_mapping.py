@@ -30,7 +30,6 @@ from adapters.openadr import (
     limit_event_id,
     price_series,
 )
-from adapters.serve.wiring import intake_publisher
 from aggregator.interfaces import ManualClock
 from aggregator.messages import DsoLimitCancel, DsoLimitMessage
 from aggregator.topology import Feeder, Site, Topology
@@ -548,7 +547,7 @@ def test_ven_hands_prices_over_and_audits_limits_once_through_the_intake(tmp_pat
         intake = LimitIntake(topology, lambda key, msg: None, audit=audit, clock=lambda: NOW)
         v = OpenAdrVen(
             config(),
-            intake_publisher(intake),
+            intake.relay,
             measured_kw=lambda target: 0.0,
             clock=ManualClock(NOW),
             audit=audit,

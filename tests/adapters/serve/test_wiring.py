@@ -13,7 +13,6 @@ from adapters.serve.wiring import (
     BusInbox,
     PowerSnapshot,
     PriceInbox,
-    intake_publisher,
     kafka_publisher,
 )
 from adapters.stream.inprocess import InProcessBus, RecordingSink
@@ -51,7 +50,7 @@ def clock() -> datetime:
 def test_the_ven_publisher_goes_through_the_intake() -> None:
     sent: list[tuple[str, object]] = []
     intake = LimitIntake(TOPO, lambda k, m: sent.append((k, m)), clock=clock)
-    send = intake_publisher(intake)
+    send = intake.relay
     reason = send(limit("site", "nowhere"))
     assert reason is not None and "unknown_site" in reason
     assert send(limit("site", "s2")) is None
