@@ -14,6 +14,7 @@ when none is given. Outside every block the schedule holds ``base_kw``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -133,6 +134,9 @@ class ServiceConfig:
     grid_horizon_s: float = 14_400.0  # plan steps linearised and AC-checked in each plan
     weights: PlanWeights = field(default_factory=PlanWeights)
     reserve_schedule: ReserveSchedule | None = None  # None = constant ``reserve_kw``
+    # energy-reservoir rule in the plan (900 or 1800 s; None = power headroom only): ~20x
+    # the LP's solve time, for pools up to a few thousand EVSEs (README, Markets)
+    reservoir_s: float | None = None
 
     @property
     def reserve(self) -> ReserveSchedule:
@@ -169,6 +173,8 @@ class ServiceConfig:
             issues.append(Issue("reserve_kw", "must be ≥ 0"))
         if self.reserve_schedule is not None:
             issues.extend(self.reserve_schedule.validate())
+        if self.reservoir_s is not None and not 0 < self.reservoir_s < math.inf:
+            issues.append(Issue("reservoir_s", "must be a positive number of seconds or None"))
         return issues
 
 

@@ -69,5 +69,6 @@ def plan_request(
         reserve_down_kw=reserve_down,
         price_eur_per_mwh=price,
         weights=c.weights,
+        reservoir_s=c.reservoir_s,
     )
     return req, slots

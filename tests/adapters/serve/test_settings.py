@@ -361,3 +361,31 @@ def test_empty_topology_reports_both_sections(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         load_topology(p)
     assert fields(exc) == {"feeders", "sites"}
+
+
+def test_the_energy_reservoir_rule_is_a_service_setting_and_reaches_every_plan(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from datetime import UTC, datetime
+
+    from aggregator.fleet.state import FleetState
+    from aggregator.limits import LimitBook
+    from aggregator.service.request import plan_request
+    from aggregator.topology import Feeder, Site, Topology
+
+    monkeypatch.setenv("GRIDFLEX_TOPOLOGY", "/etc/gridflex/topology.yaml")
+    assert load_settings().service.config().reservoir_s is None  # off by default
+    monkeypatch.setenv("GRIDFLEX_SERVICE__RESERVOIR_S", "900")
+    config = load_settings().service.config()
+    assert config.reservoir_s == 900.0 and config.validate() == []
+    topo = Topology((Feeder("f1", 100.0),), (Site("s1", "f1", 50.0),))
+    req, _ = plan_request(
+        datetime(2026, 1, 14, tzinfo=UTC),
+        fleet=FleetState(topo),
+        limits=LimitBook(topo),
+        config=config,
+        prices=None,
+    )
+    assert req.reservoir_s == 900.0
+    bad = ServiceConfig(reservoir_s=0.0).validate()
+    assert [i.field for i in bad] == ["reservoir_s"]
