@@ -53,6 +53,7 @@ def edge(
 
 
 async def _run(settings: object) -> None:
+    from adapters.csms.edge.health import serve_health
     from adapters.csms.edge.runner import EdgeRunner
     from adapters.csms.edge.settings import EdgeSettings
     from adapters.csms.edge.upstream import EmbeddedUpstream, KafkaUpstream, Upstream
@@ -76,6 +77,7 @@ async def _run(settings: object) -> None:
             reports_topic=settings.reports_topic,
         )
     runner = EdgeRunner(settings, SystemClock(), upstream)
+    health = serve_health(runner)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -84,10 +86,15 @@ async def _run(settings: object) -> None:
         f"gridflex edge {settings.edge_id} for CSMS {settings.csms_id}: OCPP on "
         f"{settings.ocpp.host}:{settings.ocpp.port} (security profile "
         f"{settings.ocpp.security_profile}), upstream "
-        f"{settings.kafka_bootstrap or 'embedded'}",
+        f"{settings.kafka_bootstrap or 'embedded'}"
+        + ("" if health is None else f"; health on {settings.http_host}:{health.port}"),
         err=True,
     )
-    await runner.run(stop)
+    try:
+        await runner.run(stop)
+    finally:
+        if health is not None:
+            health.stop()
     close = getattr(upstream, "close", None)
     if close is not None:
         close()

@@ -1,7 +1,8 @@
 """Health and metrics over HTTP: ``/livez``, ``/readyz``, ``/metrics`` (Prometheus).
 
 ``/livez`` is 200 while the main loop has turned within ``stall_s``; ``/readyz`` is 200
-when the replica has partitions assigned and its model loaded. A small threaded server
+when the replica has partitions assigned and its model loaded (``gridflex serve``), or the
+edge serves its stations (``gridflex edge``). A small threaded server
 from the standard library: these endpoints must answer even when the loop is busy.
 """
 
@@ -11,12 +12,19 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Protocol
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from adapters.ops.metrics import Metrics
+__all__ = ["HasRegistry", "HealthServer"]
 
-__all__ = ["HealthServer"]
+
+class HasRegistry(Protocol):
+    """What ``/metrics`` exposes: a Prometheus registry (``gridflex serve``'s
+    :class:`~adapters.ops.metrics.Metrics`, the edge's
+    :class:`~adapters.csms.edge.health.EdgeMetrics`)."""
+
+    registry: CollectorRegistry
 
 
 class HealthServer:
@@ -26,7 +34,7 @@ class HealthServer:
         self,
         host: str,
         port: int,
-        metrics: Metrics,
+        metrics: HasRegistry,
         *,
         ready: Callable[[], bool],
         last_loop: Callable[[], float],

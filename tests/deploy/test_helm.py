@@ -171,13 +171,15 @@ def test_edge_profile_runs_gridflex_edge_with_its_buffer_volume(helm_tools: Helm
     (ctr,) = sts["spec"]["template"]["spec"]["containers"]
     assert ctr["args"][0] == "edge"
     assert sts["spec"]["replicas"] == 1
-    assert {p["name"] for p in ctr["ports"]} == {"ocpp"}
-    # no HTTP health endpoint on the edge: the probes knock on the OCPP listener
-    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-        assert ctr[probe]["tcpSocket"] == {"port": "ocpp"}
+    assert {p["name"] for p in ctr["ports"]} == {"ocpp", "http"}
+    for probe, path in (("livenessProbe", "/livez"), ("readinessProbe", "/readyz")):
+        assert ctr[probe]["httpGet"] == {"path": path, "port": "http"}
+    assert ctr["startupProbe"]["httpGet"]["path"] == "/livez"
     assert sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
     edge_yaml = one(docs, "ConfigMap")["data"]["edge.yaml"]
     assert yaml.safe_load(edge_yaml)["state_dir"].startswith("/var/lib/gridflex/")
+    ports = {p["name"]: p["containerPort"] for p in ctr["ports"]}
+    assert yaml.safe_load(edge_yaml)["http_port"] == ports["http"]
     assert "example-only-change-me" not in edge_yaml  # passwords live in the Secret
     services = {x["metadata"]["name"]: x for x in by_kind(docs, "Service")}
     assert services["gridflex"]["spec"]["type"] == "LoadBalancer"  # stations are outside
@@ -191,7 +193,7 @@ def test_edge_needs_a_site_and_one_replica(helm_tools: HelmTools) -> None:
     owned = helm_tools.template(*PROFILES["edge"], "--set", "edge.settings.ocpp.port=1")
     assert owned.returncode != 0 and "ocpp" in owned.stderr
     monitored = helm_tools.template(*PROFILES["edge"], "--set", "serviceMonitor.enabled=true")
-    assert monitored.returncode != 0 and "no /metrics" in monitored.stderr
+    assert monitored.returncode != 0 and "PodMonitor" in monitored.stderr
 
 
 # ------------------------------------------------------------------------- the schema
@@ -207,6 +209,7 @@ def test_edge_needs_a_site_and_one_replica(helm_tools: HelmTools) -> None:
         (["--set", "http.port=70000"], "port"),
         (["--set", "api.tokens[0].sha256=abc", "--set", "api.tokens[0].dso=d"], "sha256"),
         (["--set", "settings.http_port=9"], "settings"),  # owned by the chart
+        ([*PROFILES["edge"], "--set", "edge.settings.http_port=9"], "settings"),  # the chart's
         (["--set", "settings.kafka=null"], "replicas"),  # embedded bus, 3 replicas
         (["--set", "history.token=t"], "settings.history.url"),
         (["--set", "settings.history.url=u", "--set", "settings.history.token=t"], "history"),
@@ -336,11 +339,12 @@ def test_serve_answers_the_charts_probes(helm_tools: HelmTools, tmp_path: Path) 
 @pytest.mark.slow
 def test_edge_answers_the_charts_probes(helm_tools: HelmTools, tmp_path: Path) -> None:
     """``gridflex edge`` (embedded upstream), configured by the rendered ConfigMap and
-    Secret, opens the OCPP port the StatefulSet's TCP probes knock on."""
-    ocpp_port = _free_port()
+    Secret, answers the StatefulSet's HTTP probes and opens the OCPP port its Service
+    exposes."""
+    ocpp_port, http_port = _free_port(), _free_port()
     docs = helm_tools.render(
         *PROFILES["edge"], "--set", "edge.settings.kafka_bootstrap=",
-        "--set", f"edge.ocppPort={ocpp_port}",
+        "--set", f"edge.ocppPort={ocpp_port}", "--set", f"http.port={http_port}",
     )  # fmt: skip
     config = _pod_files(docs, tmp_path).parent
     edge_yaml = config / "edge.yaml"  # listen on loopback only in a test
@@ -357,15 +361,21 @@ def test_edge_answers_the_charts_probes(helm_tools: HelmTools, tmp_path: Path) -
         )  # fmt: skip
     try:
 
-        def accepts(probe: str) -> bool:
+        def answers(probe: str) -> bool:
             assert proc.poll() is None, log.read_text()
-            port = ports[ctr[probe]["tcpSocket"]["port"]]
-            with socket.create_connection(("127.0.0.1", port), timeout=2):
-                return True
+            get = ctr[probe]["httpGet"]
+            url = f"http://127.0.0.1:{ports[get['port']]}{get['path']}"
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
 
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-            wait_until(lambda p=probe: accepts(p), 120, f"{probe} connected",
+            wait_until(lambda p=probe: answers(p), 120, f"{probe} answered 200",
                        detail=log.read_text)  # fmt: skip
+        with socket.create_connection(("127.0.0.1", ports["ocpp"]), timeout=2):
+            pass  # the stations' port is open too
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, log.read_text()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 
 from pydantic import BaseModel
@@ -87,6 +88,11 @@ class EdgeRunner:
         self.online = False
         self.mode: Mode | None = None
         self.counters: dict[str, int] = {}
+        # for /livez, /readyz and /metrics (adapters.csms.edge.health), read from its thread
+        self.serving = False
+        self.last_cycle = time.monotonic()
+        self.buffered = len(self.buffer)
+        self.buffer_dropped = self.buffer.dropped
 
     # ------------------------------------------------------------------ outlets
 
@@ -106,8 +112,10 @@ class EdgeRunner:
     async def start(self) -> None:
         for t in self.targets:
             await t.start()
+        self.serving = True
 
     async def stop(self) -> None:
+        self.serving = False
         for t in self.targets:
             await t.stop()
         self.buffer.close()
@@ -171,6 +179,8 @@ class EdgeRunner:
             await t.set_station_limits(limits)
             accepted += await t.apply(targets_kw, mode)
         self.drain()
+        self.buffered, self.buffer_dropped = len(self.buffer), self.buffer.dropped
+        self.last_cycle = time.monotonic()
         return accepted
 
     def drain(self, max_records: int = 5_000) -> int:

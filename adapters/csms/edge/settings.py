@@ -123,6 +123,9 @@ class EdgeSettings(BaseSettings):
     reports_topic: str = "gridflex.edge-reports"
     targets: list[str] = ["ocpp"]
     cycle_s: float = Field(1.0, gt=0)
+    # /livez, /readyz, /metrics (adapters.csms.edge.health); None = no health server
+    http_host: str = "127.0.0.1"
+    http_port: int | None = Field(None, ge=0, le=65_535)
     buffer_max_records: int = Field(1_000_000, ge=1)
     failsafe_duration_s: float = Field(7_200.0, ge=7_200.0, le=86_400.0)
     heartbeat_timeout_s: float = Field(120.0, gt=0)

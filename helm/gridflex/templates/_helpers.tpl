@@ -162,5 +162,7 @@ true
 {{- end -}}
 {{- $_ := set $s "ocpp" $ocpp -}}
 {{- $_ := set $s "state_dir" "/var/lib/gridflex/edge" -}}
+{{- $_ := set $s "http_host" "0.0.0.0" -}}
+{{- $_ := set $s "http_port" (int .Values.http.port) -}}
 {{- toYaml $s -}}
 {{- end -}}
