@@ -6,55 +6,22 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
-import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregator.limits import Caps
 from aggregator.planning.optimizer import Planner
-from aggregator.planning.request import PlanRequest, SiteLinearConstraints
+from aggregator.planning.request import PlanRequest
 from aggregator.service.config import ReserveSchedule
 from markets.bids import Award, reserve_schedule
 from markets.flexibility import fleet_flexibility_kw
+from tests.aggregator.planning.requests import random_request
 
 T0 = datetime(2026, 1, 14, tzinfo=UTC)
 STEPS, STEP_S, SITES, BLOCK = 16, 900.0, 3, 4  # four 1 h blocks of four steps
 
 
 def _request(seed: int, n: int) -> PlanRequest:
-    rng = np.random.default_rng(seed)
-    first = rng.integers(0, STEPS - 2, n)
-    last = np.minimum(first + rng.integers(2, STEPS, n), STEPS)
-    pmax = rng.choice([3.7, 11.0, 22.0], n)
-    need = rng.uniform(0.0, 0.6, n) * pmax * (last - first) * STEP_S / 3600
-    site_kw = np.repeat(rng.uniform(20.0, 60.0, SITES)[:, None], STEPS, axis=1)
-    feeder = np.full((1, STEPS), rng.uniform(40.0, 120.0))
-    feeder[0, 6:10] *= rng.uniform(0.4, 1.0)  # a DSO limit in the middle blocks
-    # a grid element loaded by sites 0 and 1 (e.g. a cable they share)
-    rows = np.repeat(np.arange(STEPS), 2)
-    cols = np.concatenate([[t, STEPS + t] for t in range(STEPS)])
-    grid = SiteLinearConstraints(
-        sp.csr_matrix((np.ones(2 * STEPS), (rows, cols)), shape=(STEPS, SITES * STEPS)),
-        np.full(STEPS, rng.uniform(20.0, 80.0)),
-    )
-    return PlanRequest(
-        start=T0,
-        step_s=STEP_S,
-        steps=STEPS,
-        session_site=rng.integers(0, SITES, n).astype(np.intp),
-        first_step=first.astype(np.intp),
-        last_step=last.astype(np.intp),
-        first_frac=np.ones(n),
-        last_frac=np.ones(n),
-        max_power_kw=pmax,
-        min_power_kw=np.zeros(n),
-        energy_needed_kwh=need,
-        discharge_budget_kwh=np.zeros(n),
-        site_feeder=np.zeros(SITES, np.intp),
-        caps=Caps(site_kw, feeder, np.full(STEPS, np.inf), site_kw.copy()),
-        reserve_kw=np.zeros(STEPS),
-        site_constraints=grid,
-    )
+    return random_request(seed, n)
 
 
 def _site_kw(plan_power: np.ndarray, req: PlanRequest) -> np.ndarray:
