@@ -1,10 +1,14 @@
-"""The small fleet both OpenADR VEN integration tests curtail: two feeders of 60 kW, three
-sites, five 11 kW cars that want 40 kWh each over 5 h (so a feeder limit binds)."""
+"""The small fleet the DSO protocol integration tests (OpenADR 2.0b and 3, OSCP) curtail:
+two feeders of 60 kW, three sites, five 11 kW cars that want 40 kWh each over 5 h (so a
+feeder limit binds), and the rig around it."""
 
 from __future__ import annotations
 
+import queue
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from adapters.dso.intake import LimitIntake, Signal
 from adapters.stream.inprocess import RecordingSink
 from aggregator.interfaces import ManualClock
 from aggregator.messages import SessionStarted
@@ -41,3 +45,43 @@ def charging_fleet(now: datetime) -> tuple[Service, ManualClock, RecordingSink]:
             )
         )
     return svc, clock, sink
+
+
+@dataclass
+class DsoRig:
+    """The fleet, its batches, and the intake a DSO protocol adapter submits to: what the
+    intake publishes waits in ``signals`` until :meth:`next_signal` hands it to the service."""
+
+    service: Service
+    sink: RecordingSink
+    clock: ManualClock
+    signals: queue.Queue[Signal]
+    intake: LimitIntake
+
+    @classmethod
+    def charging(cls, now: datetime) -> DsoRig:
+        svc, clock, sink = charging_fleet(now)
+        signals: queue.Queue[Signal] = queue.Queue()
+        return cls(svc, sink, clock, signals, LimitIntake(TOPO, lambda _k, m: signals.put(m)))
+
+    def feeder_kw(self, field: str = "power_kw") -> dict[str, float]:
+        """Σ per feeder of the latest batches' ``power_kw`` (or ``failsafe_kw``)."""
+        latest = {b.csms_id: b for b in self.sink.batches}
+        fleet = self.service.fleet
+        out = {f.feeder_id: 0.0 for f in TOPO.feeders}
+        for batch in latest.values():
+            for evse, kw in zip(batch.evse_ids, getattr(batch, field), strict=True):
+                out[TOPO.sites[int(fleet.site[fleet.slot_of[evse]])].feeder_id] += kw
+        return out
+
+    def dispatch(self, at: datetime) -> dict[str, float]:
+        """Σ setpoints per feeder after a tick and a dispatch at ``at``."""
+        self.clock.set(at)
+        self.service.tick()
+        self.service.dispatch(0.0)
+        return self.feeder_kw()
+
+    def next_signal(self, timeout_s: float = 20.0) -> Signal:
+        msg = self.signals.get(timeout=timeout_s)
+        assert self.service.on_grid_signal(msg) is None
+        return msg

@@ -21,7 +21,6 @@ import contextlib
 import hashlib
 import json
 import os
-import queue
 import secrets
 import signal
 import socket
@@ -29,7 +28,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,7 +35,6 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.dso.intake import LimitIntake, Signal
 from adapters.openadr3 import (
     AuthRefused,
     OpenAdr3Config,
@@ -49,12 +46,9 @@ from adapters.openadr3 import (
     VtnError,
 )
 from adapters.openadr3.push import NOTIFY_PATH
-from adapters.stream.inprocess import RecordingSink
-from aggregator.interfaces import ManualClock
 from aggregator.messages import DsoLimitCancel, DsoLimitMessage
-from aggregator.service.replica import Service
 from tests.conftest import OpenAdr3Vtn, wait_until
-from tests.integration.dso_fleet import TOPO, charging_fleet
+from tests.integration.dso_fleet import DsoRig as Rig
 from tests.integration.streaming import TOPOLOGY, free_port
 
 pytestmark = pytest.mark.slow
@@ -153,42 +147,9 @@ class Dso:
 # ----------------------------------------------------------------- the service around
 
 
-@dataclass
-class Rig:
-    service: Service
-    sink: RecordingSink
-    clock: ManualClock
-    signals: queue.Queue[Signal]
-    intake: LimitIntake
-
-    def feeder_kw(self) -> dict[str, float]:
-        latest = {b.csms_id: b for b in self.sink.batches}
-        fleet = self.service.fleet
-        out = {f.feeder_id: 0.0 for f in TOPO.feeders}
-        for batch in latest.values():
-            for evse, kw in zip(batch.evse_ids, batch.power_kw, strict=True):
-                site = TOPO.sites[int(fleet.site[fleet.slot_of[evse]])]
-                out[site.feeder_id] += kw
-        return out
-
-    def dispatch(self, at: datetime) -> dict[str, float]:
-        self.clock.set(at)
-        self.service.tick()
-        self.service.dispatch(0.0)
-        return self.feeder_kw()
-
-    def next_signal(self, timeout_s: float) -> Signal:
-        msg = self.signals.get(timeout=timeout_s)
-        assert self.service.on_grid_signal(msg) is None
-        return msg
-
-
 def make_rig() -> Rig:
     now = datetime.now(UTC)
-    svc, clock, sink = charging_fleet(now)
-    signals: queue.Queue[Signal] = queue.Queue()
-    intake = LimitIntake(TOPO, lambda key, msg: signals.put(msg))
-    rig = Rig(svc, sink, clock, signals, intake)
+    rig = Rig.charging(now)
     assert rig.dispatch(now)["f1"] > 3 * LIMIT_KW  # unconstrained, f1 would draw far more
     return rig
 

@@ -17,12 +17,11 @@ its next heartbeat withdraws it.
 from __future__ import annotations
 
 import json
-import queue
 import signal
 import socket
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,16 +29,12 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.dso.intake import LimitIntake, Signal
 from adapters.ops.webserver import stop_api
 from adapters.oscp import CpClient, CpRefused, FleetReadings, OscpConfig, OscpGroup, OscpProvider
 from adapters.oscp.server import serve_fp
-from adapters.stream.inprocess import RecordingSink
-from aggregator.interfaces import ManualClock
 from aggregator.messages import DsoLimitCancel, DsoLimitMessage
-from aggregator.service.replica import Service
 from tests.conftest import wait_until
-from tests.integration.dso_fleet import TOPO, charging_fleet
+from tests.integration.dso_fleet import DsoRig
 
 pytestmark = pytest.mark.slow
 
@@ -112,35 +107,13 @@ def cp() -> Iterator[Cp]:
 
 
 @dataclass
-class Rig:
-    service: Service
-    sink: RecordingSink
-    clock: ManualClock
-    signals: queue.Queue[Signal]
-    intake: LimitIntake
-    readings: FleetReadings
+class Rig(DsoRig):
+    readings: FleetReadings = field(default_factory=FleetReadings)
 
-    def f1_batches(self) -> tuple[float, float]:
-        """Σ setpoint and Σ failsafe of f1's EVSEs in the latest batches."""
-        latest = {b.csms_id: b for b in self.sink.batches}
-        fleet = self.service.fleet
-        kw = fs = 0.0
-        for batch in latest.values():
-            for evse, p, f in zip(batch.evse_ids, batch.power_kw, batch.failsafe_kw, strict=True):
-                if TOPO.sites[int(fleet.site[fleet.slot_of[evse]])].feeder_id == "f1":
-                    kw, fs = kw + p, fs + f
-        return kw, fs
-
-    def dispatch(self, at: datetime) -> tuple[float, float]:
-        self.clock.set(at)
-        self.service.tick()
-        self.service.dispatch(0.0)
-        return self.f1_batches()
-
-    def next_signal(self, timeout_s: float = 20.0) -> Signal:
-        msg = self.signals.get(timeout=timeout_s)
-        assert self.service.on_grid_signal(msg) is None
-        return msg
+    def f1(self, at: datetime) -> tuple[float, float]:
+        """Σ setpoint and Σ failsafe of f1's EVSEs after a dispatch at ``at``."""
+        kw = self.dispatch(at)["f1"]
+        return kw, self.feeder_kw("failsafe_kw")["f1"]
 
 
 @pytest.fixture
@@ -148,10 +121,8 @@ def link(cp: Cp) -> Iterator[tuple[Rig, OscpProvider]]:
     """A charging fleet, the FP serving, registered and handshaken with ``cp``, heartbeats
     flowing both ways."""
     now = datetime.now(UTC)
-    svc, clock, sink = charging_fleet(now)
-    signals: queue.Queue[Signal] = queue.Queue()
-    intake = LimitIntake(TOPO, lambda key, msg: signals.put(msg))
-    rig = Rig(svc, sink, clock, signals, intake, FleetReadings())
+    rig = Rig.charging(now)
+    svc, intake = rig.service, rig.intake
     rig.readings.refresh(svc)
     cfg = OscpConfig(
         registration_token="token-a-out-of-band",
@@ -208,7 +179,7 @@ def test_forecast_limits_setpoints_and_the_cp_gets_measurements_and_an_adjust_re
     rig, fp = link
     begin = datetime.now(UTC)
     end = begin + timedelta(minutes=10)
-    assert rig.dispatch(begin)[0] > 3 * LIMIT_KW  # unconstrained, f1 would draw far more
+    assert rig.f1(begin)[0] > 3 * LIMIT_KW  # unconstrained, f1 would draw far more
     answer = cp.control("forecast", forecast("CONSUMPTION", LIMIT_KW, begin, end))
     assert answer["status"] == 204, answer
     msg = rig.next_signal()
@@ -220,7 +191,7 @@ def test_forecast_limits_setpoints_and_the_cp_gets_measurements_and_an_adjust_re
         seconds=1
     )
     for k in range(0, 600, 60):  # the setpoints of f1 stay under it over the window
-        kw, fs = rig.dispatch(begin + timedelta(seconds=k))
+        kw, fs = rig.f1(begin + timedelta(seconds=k))
         assert kw <= LIMIT_KW + 1e-6 and fs <= LIMIT_KW + 1e-6, (k, kw, fs)
 
     # measurements: the group's measured import, an accumulating kWh register
@@ -280,7 +251,7 @@ def test_a_silent_cp_brings_the_fallback_and_its_next_heartbeat_withdraws_it(
     )
     assert answer["status"] == 204
     assert rig.signals.empty() and fp.status().recorded == (f"{GROUP}/FALLBACK_CONSUMPTION",)
-    assert rig.dispatch(datetime.now(UTC))[1] > FALLBACK_KW  # failsafe: 4 × 4.2 kW
+    assert rig.f1(datetime.now(UTC))[1] > FALLBACK_KW  # failsafe: 4 × 4.2 kW
 
     cp.control("heartbeats", {"running": False})  # the CP goes silent
     msg = rig.next_signal(timeout_s=20)
@@ -288,9 +259,9 @@ def test_a_silent_cp_brings_the_fallback_and_its_next_heartbeat_withdraws_it(
     assert fp.status().fallback_active
     offline_at = msg.start
     # published from offline mode on; meanwhile every batch's failsafe respects it
-    kw, fs = rig.dispatch(min(datetime.now(UTC), offline_at - timedelta(milliseconds=1)))
+    kw, fs = rig.f1(min(datetime.now(UTC), offline_at - timedelta(milliseconds=1)))
     assert fs <= FALLBACK_KW + 1e-6, fs
-    kw, fs = rig.dispatch(offline_at + timedelta(seconds=1))
+    kw, fs = rig.f1(offline_at + timedelta(seconds=1))
     assert kw <= FALLBACK_KW + 1e-6 and fs <= FALLBACK_KW + 1e-6
     wait_until(lambda: fp.status().link == "offline", 20, "offline")
 
@@ -298,4 +269,4 @@ def test_a_silent_cp_brings_the_fallback_and_its_next_heartbeat_withdraws_it(
     cancel = rig.next_signal(timeout_s=20)
     assert isinstance(cancel, DsoLimitCancel) and cancel.event_id == msg.event_id
     assert rig.service.limits.limits == () and not fp.status().fallback_active
-    assert rig.dispatch(datetime.now(UTC) + timedelta(seconds=2))[0] > 3 * LIMIT_KW
+    assert rig.f1(datetime.now(UTC) + timedelta(seconds=2))[0] > 3 * LIMIT_KW
