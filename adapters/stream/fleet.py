@@ -324,10 +324,13 @@ class FleetSplitter:
     # ------------------------------------------------------------- leadership
 
     def _assigned(self, consumer: Any, parts: list[Any]) -> None:
+        # inside librdkafka's callback: only note it. The tail is opened by the next cycle,
+        # where a failure (a fresh topic without a leader yet) is an ordinary retried
+        # exception — raised in here it would come out of consume() as a bare KafkaError
+        # that no ``except Exception`` catches.
         if parts and not self.leader:
             self.leader = True
             self.state = self._fresh_state()
-            self._open_tail()
             log.info("fleet_splitter_leader", topic=self.topic)
 
     def _revoked(self, consumer: Any, parts: list[Any]) -> None:
@@ -347,13 +350,18 @@ class FleetSplitter:
                 "enable.auto.commit": False,
             }
         )
-        meta = tail.list_topics(self.grid_signals, timeout=10.0).topics[self.grid_signals]
-        parts = sorted(meta.partitions)
-        self._tail_end = {}
-        for p in parts:
-            _, hi = tail.get_watermark_offsets(CTP(self.grid_signals, p), timeout=10.0)
-            self._tail_end[p] = int(hi)
-        tail.assign([CTP(self.grid_signals, p, OFFSET_BEGINNING) for p in parts])
+        try:
+            meta = tail.list_topics(self.grid_signals, timeout=10.0).topics[self.grid_signals]
+            parts = sorted(meta.partitions)
+            ends = {}
+            for p in parts:
+                _, hi = tail.get_watermark_offsets(CTP(self.grid_signals, p), timeout=10.0)
+                ends[p] = int(hi)
+            tail.assign([CTP(self.grid_signals, p, OFFSET_BEGINNING) for p in parts])
+        except Exception:
+            tail.close()  # the next cycle tries again
+            raise
+        self._tail_end = ends
         self._tail = tail
 
     def _close_tail(self) -> None:
@@ -379,8 +387,10 @@ class FleetSplitter:
         for m in self._control.consume(num_messages=500, timeout=0.2):
             if m.error() is None and self.leader:
                 self.state.on_report(m.value())
-        if not self.leader or self._tail is None:
+        if not self.leader:
             return
+        if self._tail is None:
+            self._open_tail()
         for m in self._tail.consume(num_messages=2000, timeout=0.05):
             if m.error() is None:
                 self.state.on_grid_signal(m.partition(), m.offset(), m.value())
