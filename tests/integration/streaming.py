@@ -341,3 +341,22 @@ def charge_every_evse(
         send(prod, streams.topic("telemetry"), sites[site], mv)
     prod.flush()
     prod.close()
+
+
+def owned_feeders(replica: Replica) -> set[str]:
+    """The feeders of the replica's latest assignment (its ``partitions_assigned`` log)."""
+    got: set[str] = set()
+    for ev in replica.log_events():
+        if ev.get("event") == "partitions_assigned":
+            got = {str(f) for f in ev.get("feeders", [])}  # type: ignore[attr-defined]
+        elif ev.get("event") == "partitions_revoked":
+            got = set()
+    return got
+
+
+def feeders_settled(live: list[Replica], feeders: tuple[str, ...]) -> bool:
+    """Every live replica ready and ``feeders`` split among them with none left over."""
+    if any(r.get("/readyz") != 200 for r in live):
+        return False
+    sets = [owned_feeders(r) for r in live]
+    return set().union(*sets) == set(feeders) and sum(len(s) for s in sets) == len(feeders)

@@ -29,7 +29,9 @@ from tests.integration.streaming import (
     Streams,
     answer,
     charge_every_evse,
+    feeders_settled,
     now,
+    owned_feeders,
     send,
     write_grid_topology,
 )
@@ -67,20 +69,11 @@ def charge(streams: Streams) -> None:
 
 
 def owned(replica: Replica) -> set[str]:
-    got: set[str] = set()
-    for ev in replica.log_events():
-        if ev.get("event") == "partitions_assigned":
-            got = {str(f) for f in ev.get("feeders", [])}  # type: ignore[attr-defined]
-        elif ev.get("event") == "partitions_revoked":
-            got = set()
-    return got
+    return owned_feeders(replica)
 
 
 def settled(live: list[Replica]) -> bool:
-    if any(r.get("/readyz") != 200 for r in live):
-        return False
-    sets = [owned(r) for r in live]
-    return set().union(*sets) == set(FEEDERS) and sum(len(s) for s in sets) == len(FEEDERS)
+    return feeders_settled(live, FEEDERS)
 
 
 def three_charging_replicas(

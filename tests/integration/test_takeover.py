@@ -31,7 +31,9 @@ from tests.integration.streaming import (
     Streams,
     answer,
     charge_every_evse,
+    feeders_settled,
     now,
+    owned_feeders,
     send,
     write_grid_topology,
 )
@@ -98,23 +100,11 @@ def window(streams: Streams, feeder: str, opens_in_s: float, lasts_s: float) -> 
 
 
 def owned(replica: Replica) -> set[str]:
-    """The feeders of the replica's latest assignment (its ``partitions_assigned`` log)."""
-    got: set[str] = set()
-    for ev in replica.log_events():
-        if ev.get("event") == "partitions_assigned":
-            got = {str(f) for f in ev.get("feeders", [])}  # type: ignore[attr-defined]
-        elif ev.get("event") == "partitions_revoked":
-            got = set()
-    return got
+    return owned_feeders(replica)
 
 
 def settled(live: list[Replica]) -> bool:
-    """Every live replica ready and the feeders split among them with none left over."""
-    if any(r.get("/readyz") != 200 for r in live):
-        return False
-    sets = [owned(r) for r in live]
-    union = set().union(*sets)
-    return union == set(FEEDERS) and sum(len(s) for s in sets) == len(FEEDERS)
+    return feeders_settled(live, FEEDERS)
 
 
 def until(t: datetime) -> None:
