@@ -1,7 +1,7 @@
 """The energy-reservoir rule's cost in the plan: the same request without and with it.
 
 The request is ``benchmarks/planner.py``'s (``make_request``, ``--evses`` × 96 steps) with
-the awards of ``benchmarks/markets.py --plan`` scaled to the pool (per 10 000 EVSEs: FCR
+the awards of ``benchmarks/market_bids.py --plan`` scaled to the pool (per 10 000 EVSEs: FCR
 1 MW in blocks 1–5 and aFRR 1 MW, NEG in blocks 1, 4, 5 and POS in 2, 3). It is planned
 twice in one process, power headroom only and then with ``reservoir_s``
 (:mod:`aggregator.planning.reservoir`), and prints per run the LP's size, wall and CPU
@@ -24,7 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-# the repo root first: benchmarks/markets.py would shadow the markets package
+# the repo root first (the packages before any script of benchmarks/ with a clashing name)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(1, str(Path(__file__).resolve().parent))
 

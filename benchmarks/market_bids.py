@@ -22,7 +22,7 @@ What is measured (wall times, ``time.perf_counter``):
 
 Usage (from the repo root)::
 
-    python benchmarks/markets.py --evses 10000 --scenarios 200 --plan --json
+    python benchmarks/market_bids.py --evses 10000 --scenarios 200 --plan --json
 """
 
 from __future__ import annotations
