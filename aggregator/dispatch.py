@@ -43,7 +43,7 @@ planned reserve, the shares follow the headroom of the whole fleet.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -104,6 +104,38 @@ class DispatchFrame:
     site_round_cap_kw: NDArray[np.float64] | None = None  # sites: round-ups stay below
     site_feeder: NDArray[np.intp] | None = None  # feeder of each site
     phase_index: PhaseIndex | None = None  # phase loads per site, one sum (with phase caps)
+    # derived from the fields above once per frame (__post_init__), read on the hot path
+    site_upper_kw: NDArray[np.float64] = field(init=False, repr=False, compare=False)
+    site_lower_kw: NDArray[np.float64] = field(init=False, repr=False, compare=False)
+    feeder_upper_kw: NDArray[np.float64] = field(init=False, repr=False, compare=False)
+    round_caps: Caps3 = field(init=False, repr=False, compare=False)
+    any_v2g: bool = field(init=False, repr=False, compare=False)
+    negative_caps: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        site_upper = np.maximum(self.site_cap_kw, 0.0)
+        feeder_upper = np.maximum(self.feeder_cap_kw, 0.0)
+        round_site = (
+            site_upper
+            if self.site_round_cap_kw is None
+            else np.maximum(np.minimum(self.site_cap_kw, self.site_round_cap_kw), 0.0)
+        )
+        derived = {
+            "site_upper_kw": site_upper,
+            "site_lower_kw": -self.site_export_kw,
+            "feeder_upper_kw": feeder_upper,
+            "round_caps": Caps3(
+                round_site, feeder_upper, max(self.fleet_cap_kw, 0.0), self.site_phase_cap_kw
+            ),
+            "any_v2g": bool(float(self.lo_kw.min(initial=0.0)) < 0.0),
+            "negative_caps": bool(
+                (self.site_cap_kw < 0).any()
+                or (self.feeder_cap_kw < 0).any()
+                or self.fleet_cap_kw < 0
+            ),
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
 
     @property
     def reserve_up_kw(self) -> float:
@@ -206,10 +238,9 @@ def _shrink_phases(
     bad = load > cap
     if not bad.any():
         return
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        ratio = np.where(bad, cap / load, 1.0)
-    alpha = np.clip(np.nan_to_num(ratio.min(axis=1), nan=0.0), 0.0, 1.0)
-    p *= alpha[slot_site]
+    # where bad, load > cap ≥ 0: the ratio is finite and in [0, 1)
+    ratio = np.divide(cap, load, out=np.ones_like(load), where=bad)
+    p *= np.clip(ratio.min(axis=1), 0.0, 1.0)[slot_site]
 
 
 class Dispatcher:
@@ -363,21 +394,11 @@ class Dispatcher:
             priority=priority,
             slot_site=f.slot_site,
             slot_feeder=f.slot_feeder,
-            caps=Caps3(
-                np.maximum(
-                    f.site_cap_kw
-                    if f.site_round_cap_kw is None
-                    else np.minimum(f.site_cap_kw, f.site_round_cap_kw),
-                    0.0,
-                ),
-                np.maximum(f.feeder_cap_kw, 0.0),
-                max(f.fleet_cap_kw, 0.0),
-                f.site_phase_cap_kw,
-            ),
+            caps=f.round_caps,
             phase_w=f.phase_w,
             forced=held_on,
             blocked=held_off,
-            export_kw=f.site_export_kw if float(f.lo_kw.min(initial=0.0)) < 0.0 else None,
+            export_kw=f.site_export_kw if f.any_v2g else None,
             site_feeder=f.site_feeder,
             phase_index=f.phase_index,
         )
@@ -389,11 +410,13 @@ class Dispatcher:
         """In place: make ``p`` respect every cap of ``f`` without leaving ``[lo, hi]``."""
         if not p.size:
             return
-        _shrink(p, f.slot_site, np.maximum(f.site_cap_kw, 0.0), -f.site_export_kw)
+        _shrink(p, f.slot_site, f.site_upper_kw, f.site_lower_kw)
         if f.phase_index is not None and f.site_phase_cap_kw is not None:
             _shrink_phases(p, f.slot_site, f.phase_index, f.site_phase_cap_kw)
-        _shrink(p, f.slot_feeder, np.maximum(f.feeder_cap_kw, 0.0), None)
-        _shrink(p, None, np.asarray(max(f.fleet_cap_kw, 0.0)), None)
+        _shrink(p, f.slot_feeder, f.feeder_upper_kw, None)
+        _shrink(p, None, np.asarray(f.round_caps.fleet_kw), None)
+        if not f.negative_caps:
+            return
         # caps below zero can only be met by V2G export: best effort, down to each lo
         if (f.site_cap_kw < 0).any():
             _push_to_lower(p, f.lo_kw, f.slot_site, f.site_cap_kw)

@@ -205,11 +205,19 @@ def fits(
         # exceed their tightest phase room need the per-phase running sums
         n_sites = room.site_phase_kw.shape[0]
         worst = np.bincount(site, weights=inc_kw, minlength=n_sites)
-        sub = np.flatnonzero((worst > room.site_phase_kw.min(axis=1))[site])
-        if sub.size:
-            s_major = _site_major(site[sub], priority[sub])
-            cs3 = _run_cumsum(inc_kw[sub, None] * phase_w[sub], *s_major)
-            ok[sub] &= np.all(cs3 <= room.site_phase_kw[site[sub]], axis=1)
+        tight = (worst > room.site_phase_kw.min(axis=1))[site]
+        if tight.any():
+            # the candidates of those sites, in the site-major order already sorted
+            # (whole sites are kept, so each site's run stays contiguous)
+            o = major[0][tight[major[0]]]
+            g = site[o]
+            starts = np.empty(g.shape[0], dtype=np.bool_)
+            starts[0] = True
+            np.not_equal(g[1:], g[:-1], out=starts[1:])
+            v = inc_kw[o, None] * phase_w[o]
+            cs3 = np.cumsum(v, axis=0)
+            cs3 -= (cs3 - v)[starts][np.cumsum(starts) - 1]
+            ok[o] &= np.all(cs3 <= room.site_phase_kw[g], axis=1)
     _cut(ok, inc_kw, feeder, site, room.feeder_kw, major)
     _cut(ok, inc_kw, np.zeros(c, dtype=np.intp), site, np.asarray([room.fleet_kw]), major)
     return ok
@@ -335,7 +343,7 @@ def round_semi_continuous(
     if took.size:
         add = np.zeros(p.shape[0])
         add[took] = min_kw[took]
-        _give_up_slack(p, slack, add, slot_site, slot_feeder, room)
+        _give_up_slack(p, slack, add, slot_site, slot_feeder, room, site_feeder)
         p[took] = min_kw[took]
     return up
 
@@ -345,9 +353,10 @@ def _take(
     slack: NDArray[np.float64],
     group: NDArray[np.intp] | None,
     short: NDArray[np.float64],
-) -> None:
+) -> NDArray[np.float64]:
     """In place: lower each group's running cars by ``short`` (kW per group) out of their
-    ``slack`` (uniformly within the group); ``slack`` is lowered too."""
+    ``slack`` (uniformly within the group); ``slack`` is lowered too. Returns the kW taken
+    per group (``short``, or all its slack when that is less)."""
     if group is None:
         total = np.asarray([slack.sum()])
         g = np.zeros(p.shape[0], dtype=np.intp)
@@ -359,6 +368,8 @@ def _take(
     take = slack * cut[g]
     p -= take
     slack -= take
+    taken: NDArray[np.float64] = total * cut
+    return taken
 
 
 def _give_up_slack(
@@ -368,26 +379,22 @@ def _give_up_slack(
     slot_site: NDArray[np.intp],
     slot_feeder: NDArray[np.intp],
     room: Caps3,
+    site_feeder: NDArray[np.intp] | None = None,
 ) -> None:
     """Make room for the round-ups ``add`` out of the running cars' slack."""
     n_sites, n_feeders = room.site_kw.shape[0], room.feeder_kw.shape[0]
     site_add = np.bincount(slot_site, weights=add, minlength=n_sites)
     short = np.maximum(site_add - np.maximum(room.site_kw, 0.0), 0.0)
-    cut: NDArray[np.float64] = np.zeros(n_sites)
-    if short.any():
-        before = p.copy()
-        _take(p, slack, slot_site, short)
-        cut = np.bincount(slot_site, weights=before - p, minlength=n_sites).astype(np.float64)
-    feeder_of_site = np.zeros(n_sites, dtype=np.intp)
-    feeder_of_site[slot_site] = slot_feeder
-    net = site_add - cut
-    feeder_net = np.bincount(feeder_of_site, weights=net, minlength=n_feeders)
+    net = site_add - _take(p, slack, slot_site, short) if short.any() else site_add
+    if site_feeder is None:
+        site_feeder = np.zeros(n_sites, dtype=np.intp)
+        site_feeder[slot_site] = slot_feeder
+    feeder_net = np.bincount(site_feeder, weights=net, minlength=n_feeders)
     short_f = np.maximum(feeder_net - np.maximum(room.feeder_kw, 0.0), 0.0)
+    total = float(net.sum())
     if short_f.any():
-        before = p.copy()
-        _take(p, slack, slot_feeder, short_f)
-        net = net - np.bincount(slot_site, weights=before - p, minlength=n_sites)
-    short_fleet = max(float(net.sum()) - max(room.fleet_kw, 0.0), 0.0)
+        total -= float(_take(p, slack, slot_feeder, short_f).sum())
+    short_fleet = max(total - max(room.fleet_kw, 0.0), 0.0)
     if short_fleet > 0.0:
         _take(p, slack, None, np.asarray([short_fleet]))
 
