@@ -41,9 +41,20 @@ _P_SESSION = {0: (0.75, 0.6), 1: (0.85, 0.1), 2: (0.6, 0.5)}
 
 
 def generate_history(
-    site_ids: Sequence[str], *, evses: int, first_day: datetime, days: int, seed: int = 11
+    site_ids: Sequence[str],
+    *,
+    evses: int,
+    first_day: datetime,
+    days: int,
+    seed: int = 11,
+    common_factor_sd: float = 0.0,
 ) -> list[SessionSpec]:
-    """``days`` days of sessions from ``first_day`` (00:00 UTC) for ``evses`` EVSEs."""
+    """``days`` days of sessions from ``first_day`` (00:00 UTC) for ``evses`` EVSEs.
+
+    ``common_factor_sd`` > 0: every day's chance of a session is multiplied, at every site
+    at once, by a log-normal factor with that spread (holidays, weather) — sites then move
+    together; 0 (default): sites independent, and the same sessions as before for a seed.
+    """
     if first_day.tzinfo is None:
         raise ValueError("first_day must be UTC-aware")
     rng = np.random.default_rng(seed)
@@ -55,6 +66,8 @@ def generate_history(
         day = first_day + timedelta(days=d)
         weekend = day.weekday() >= 5
         p_today = np.array([_P_SESSION[int(k)][int(weekend)] for k in range(3)])[kind]
+        if common_factor_sd > 0.0:
+            p_today = np.minimum(p_today * rng.lognormal(0.0, common_factor_sd), 1.0)
         on = rng.random(evses) < p_today
         n = evses
         res_arr = np.clip(

@@ -17,7 +17,7 @@ from markets.forecast.forecast import (
     lower_quantile,
     spread_factor,
 )
-from markets.forecast.history import DAY_S, Fleet, SessionHistory, draw_scenarios
+from markets.forecast.history import DAY_S, Fleet, SessionHistory, draw_scenarios, site_coupling
 
 __all__ = [
     "DAY_S",
@@ -34,5 +34,6 @@ __all__ = [
     "fleet_flexibility",
     "forecast_flexibility",
     "lower_quantile",
+    "site_coupling",
     "spread_factor",
 ]

@@ -29,6 +29,7 @@ power), *down* = consumes less (FCR and aFRR POS); *symmetric* = min(up, down) p
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -38,7 +39,7 @@ from numpy.typing import NDArray
 from scipy import stats
 
 from markets.forecast.flex import Blocks, StepGrid, fleet_flexibility
-from markets.forecast.history import SessionHistory, draw_scenarios
+from markets.forecast.history import SessionHistory, draw_scenarios, site_coupling
 
 __all__ = [
     "Backtest",
@@ -150,17 +151,23 @@ def forecast_flexibility(
     n_scenarios: int = 200,
     reservoir_s: float = 900.0,
     seed: int = 0,
+    common_share: float | None = None,
 ) -> FlexForecast:
-    """Draw ``n_scenarios`` fleets for ``grid``'s window and their flexibility per step."""
+    """Draw ``n_scenarios`` fleets for ``grid``'s window and their flexibility per step.
+
+    ``common_share`` (see :func:`~markets.forecast.history.draw_scenarios`): ``None``
+    matches the history's own co-movement of sites, √ :func:`site_coupling`."""
     if n_scenarios < 1:
         raise ValueError("n_scenarios must be ≥ 1")
     start = datetime.fromtimestamp(grid.start_s, tz=UTC)
+    q = math.sqrt(site_coupling(history)) if common_share is None else common_share
     fleets, past_days = draw_scenarios(
         history,
         start,
         n_scenarios,
         np.random.default_rng(seed),
         length_s=grid.steps * grid.step_s,
+        common_share=q,
     )
     base = np.zeros((n_scenarios, grid.steps))
     up = np.zeros_like(base)
@@ -204,6 +211,7 @@ def backtest(
     n_scenarios: int = 200,
     reservoir_s: float = 900.0,
     seed: int = 0,
+    common_share: float | None = None,
 ) -> Backtest:
     """Forecast each held-out day from the sessions before it; compare with the day."""
     bids = np.zeros((len(days), blocks.n))
@@ -217,6 +225,7 @@ def backtest(
             n_scenarios=n_scenarios,
             reservoir_s=reservoir_s,
             seed=seed + i,
+            common_share=common_share,
         )
         bids[i] = fc.quantile_kw(direction, reached_with)
         seen = fleet_flexibility(history.on_day(day, g.steps * g.step_s), g, reservoir_s)

@@ -7,8 +7,16 @@ sessions). :func:`draw_scenarios` draws fleets for a delivery window by an empir
 *day bootstrap per site*: for each scenario and site it picks one past day of the same
 weekday (any day if that weekday never occurs) and moves that day's sessions of the site to
 the delivery day, including the cars that arrived the evening before and are still plugged
-in. Sites are drawn independently (their day-to-day variation is taken as independent;
-a common factor such as a holiday is only seen through the weekday).
+in.
+
+**Common factors** (a holiday, the weather, a local event move every site at once): with
+``common_share`` q each site takes, with probability q, the scenario's *anchor* day (one
+past day drawn per scenario) instead of a day of its own, so two sites share a day with
+probability q² and the fleet's spread grows as the sites' co-movement does.
+:func:`site_coupling` measures that co-movement in the history — ρ̄, the mean correlation
+between sites of their daily session counts after each site's weekday mean is taken off,
+from the variance of the fleet's sum (``var Σ = Σ var · (1 + (n−1) ρ̄)``) — and q = √ρ̄
+matches it (q = 0: sites independent, as a fleet of unrelated sites is).
 
 Invariants: every session of a drawn fleet overlaps the delivery window; its duration,
 energy and power range are those of a real past session; arrival < departure.
@@ -28,7 +36,7 @@ from numpy.typing import NDArray
 from aggregator.errors import Issue
 from aggregator.sim.scenario import SessionSpec
 
-__all__ = ["DAY_S", "Fleet", "SessionHistory", "draw_scenarios"]
+__all__ = ["DAY_S", "Fleet", "SessionHistory", "draw_scenarios", "site_coupling"]
 
 DAY_S = 86_400.0
 
@@ -183,14 +191,18 @@ def draw_scenarios(
     rng: np.random.Generator,
     *,
     length_s: float = DAY_S,
+    common_share: float = 0.0,
 ) -> tuple[list[Fleet], int]:
     """``n_scenarios`` fleets for ``[day_start, day_start + length_s)`` (see module doc),
     and how many distinct past days they were drawn from.
 
     A past day is the window of the same length starting at the same time of day, so the
     sessions keep their time of day; only past days of the window's weekday are drawn when
-    there are any; a site is drawn on one past day for the whole window.
+    there are any; a site is drawn on one past day for the whole window; with
+    ``common_share`` > 0 a site takes the scenario's anchor day with that probability.
     """
+    if not 0.0 <= common_share <= 1.0:
+        raise ValueError("common_share must lie in [0, 1]")
     if day_start.tzinfo is None:
         raise ValueError("day_start must be UTC-aware")
     start_s = day_start.timestamp()
@@ -208,6 +220,9 @@ def draw_scenarios(
     out: list[Fleet] = []
     for _ in range(n_scenarios):
         pick = pool[rng.integers(0, pool.size, n_sites)]
+        if common_share > 0.0:  # no extra draws otherwise: the same scenarios as before
+            anchor = pool[rng.integers(0, pool.size)]
+            pick = np.where(rng.random(n_sites) < common_share, anchor, pick)
         group = np.arange(n_sites) * n_days + pick
         lengths = g.counts[group]
         total = int(lengths.sum())
@@ -217,3 +232,35 @@ def draw_scenarios(
         shift = start_s - offset_s - g.shift_day[members].astype(np.float64) * DAY_S
         out.append(history.sessions.take(rows, shift))
     return out, int(pool.size)
+
+
+def site_coupling(history: SessionHistory) -> float:
+    """ρ̄ ∈ [0, 1]: how much the sites' daily session counts move together (module doc).
+
+    Per site and calendar day (00:00 UTC windows) the count of sessions that arrived,
+    less the site's mean for that weekday; ρ̄ from the variance of the fleet's sum against
+    the sum of the sites' variances. 0 with fewer than 2 sites or 3 days of history.
+    """
+    f = history.sessions
+    n_sites = len(history.site_ids)
+    if n_sites < 2 or f.size == 0:
+        return 0.0
+    day = np.floor(f.arrival_s / DAY_S).astype(np.int64)
+    days = np.arange(int(day.min()), int(day.max()) + 1)
+    if days.size < 3:
+        return 0.0
+    ok = f.site >= 0
+    counts = np.zeros((n_sites, days.size))
+    np.add.at(counts, (f.site[ok], day[ok] - days[0]), 1.0)
+    weekday = (days + 3) % 7  # POSIX day 0 was a Thursday
+    dev = counts.copy()
+    for w in range(7):
+        cols = weekday == w
+        if cols.any():
+            dev[:, cols] -= counts[:, cols].mean(axis=1, keepdims=True)
+    site_var = float((dev**2).mean(axis=1).sum())
+    if site_var <= 0.0:
+        return 0.0
+    fleet_var = float((dev.sum(axis=0) ** 2).mean())
+    rho = (fleet_var / site_var - 1.0) / (n_sites - 1)
+    return float(np.clip(rho, 0.0, 1.0))
