@@ -13,6 +13,7 @@ that turn amperes into kW.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, model_validator
@@ -78,6 +79,8 @@ class OscpConfig(BaseModel):
     )
     priority: int = 0
     timeout_s: Seconds = 10.0
+    # the link across restarts (tokens, the CP's URL, fallbacks): adapters/oscp/persist.py
+    state_file: Path | None = None
     """HTTP timeout per request to the CP."""
 
     @property

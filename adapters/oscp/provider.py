@@ -58,6 +58,7 @@ from adapters.oscp.mapping import (
     forecast_limits,
     measurement,
 )
+from adapters.oscp.persist import LinkFile
 from adapters.oscp.state import Energy, GroupReadings, Job, Link, OscpStatus, State, utc_now
 from adapters.oscp.wire import (
     OSCP_VERSION,
@@ -107,6 +108,7 @@ class OscpProvider:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._s = State()
+        self._link_file = LinkFile(config.state_file, self._s)
         self._jobs: deque[Job] = deque()
         self._energy: dict[str, Energy] = {}
         self._counts: dict[str, int] = {}
@@ -143,14 +145,7 @@ class OscpProvider:
                 fallback_active=s.fallback_active,
                 limits=sum(len(v) for v in s.limit_ids.values()),
                 counts=dict(self._counts),
-                recorded=tuple(
-                    sorted(
-                        f"{g}/{t.value}"
-                        for g, t in s.forecasts
-                        if t is not ForecastType.CONSUMPTION
-                        and not (t is ForecastType.GENERATION and f"{g}#gen" in s.limit_ids)
-                    )
-                ),
+                recorded=s.recorded(),
                 rejected=tuple(self._rejected),
             )
 
@@ -409,6 +404,8 @@ class OscpProvider:
                     next_meas = time.monotonic() + self.config.measurement_interval_s
                     self._measurements()
                 self.check_link()
+                with self._lock:
+                    self._link_file.keep(self._s)
             except Exception:  # a bug must not end the provider (nor the fallback)
                 log.exception("oscp provider loop")
             self._stop.wait(self._tick_s)

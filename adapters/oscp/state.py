@@ -77,3 +77,14 @@ class State:
     fallback_active: bool = False
     asked: set[tuple[str, int, int]] = field(default_factory=set)  # group, revision, block
     revision: int = 0
+
+    def recorded(self) -> tuple[str, ...]:
+        """The ``group/TYPE`` of the forecasts kept but not applied as limits."""
+        return tuple(
+            sorted(
+                f"{g}/{t.value}"
+                for g, t in self.forecasts
+                if t is not ForecastType.CONSUMPTION
+                and not (t is ForecastType.GENERATION and f"{g}#gen" in self.limit_ids)
+            )
+        )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +23,7 @@ CP_URL = "http://cp.test/oscp/cp/2.0"
 
 
 class Rig:
-    def __init__(self) -> None:
+    def __init__(self, state_file: Path | None = None) -> None:
         self.now = T0
         self.signals: list[DsoLimitMessage | DsoLimitCancel] = []
         self.cp_calls: list[tuple[str, dict[str, str], Any]] = []
@@ -32,6 +33,7 @@ class Rig:
             heartbeat_interval_s=10,
             offline_after_s=30,
             groups={"g1": OscpGroup(type="feeder", id="f1"), "g2": OscpGroup(type="site", id="s1")},
+            state_file=state_file,
         )
         self.fp = OscpProvider(
             cfg, self.publish, clock=lambda: self.now, transport=httpx.MockTransport(self.cp)
@@ -206,3 +208,24 @@ def test_fallback_starts_at_offline_mode_when_late_and_goes_on_the_next_heartbea
     st = rig.fp.status()
     assert st.link == "up" and not st.fallback_active
     assert st.offline_mode_at == T0 + timedelta(seconds=90)  # pyoscp's naive time, read as UTC
+
+
+def test_the_link_survives_a_restart_with_a_state_file(tmp_path: Path) -> None:
+    """Tokens, the CP's URL and the fallback forecast are kept in ``state_file``: a
+    restarted FP accepts the token it issued and still has the fallback to apply."""
+    path = tmp_path / "oscp-link.json"
+    first = Rig(state_file=path)
+    token = first.register()
+    body = {"group_id": "g1", "type": "FALLBACK_CONSUMPTION", "forecasted_blocks": blocks(9.0)}
+    assert first.post("update_group_capacity_forecast", body, token).status_code == 204
+    first.fp._link_file.keep(first.fp._s)  # what the worker does every tick
+    saved = json.loads(path.read_text())
+    assert (saved["issued"], saved["cp_url"]) == (token, CP_URL)
+    again = Rig(state_file=path)
+    assert again.fp.authenticate(f"Token {token}")
+    assert not again.fp.authenticate("Token someone-else")
+    status = again.fp.status()
+    assert status.registered and status.recorded == ("g1/FALLBACK_CONSUMPTION",)
+    assert Rig(state_file=tmp_path / "none.json").fp.status().registered is False
+    path.write_text("{not json")
+    assert Rig(state_file=path).fp.status().registered is False  # ignored, with a warning
