@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +17,22 @@ import httpx
 import pytest
 import yaml
 from influxdb_client import InfluxDBClient
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from adapters.csms.edge.health import EdgeMetrics
+from adapters.csms.edge.runner import EdgeRunner
+from adapters.csms.edge.settings import load_edge_settings
+from adapters.csms.edge.upstream import EmbeddedUpstream
 from adapters.serve.run import serve
 from adapters.serve.settings import ServeSettings, load_settings
+from adapters.stream.inprocess import InProcessBus
 from aggregator.errors import ConfigError
+from aggregator.interfaces import ManualClock
 from tests.conftest import REPO, wait_until
 from tests.integration.streaming import free_port
 
+T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 DASHBOARD = REPO / "docs" / "ops" / "grafana-dashboard.json"
 ALERTS = REPO / "docs" / "ops" / "alerts.yaml"
 TOPOLOGY = """
@@ -66,6 +75,23 @@ def alert_exprs() -> dict[str, str]:
     return {r["alert"]: r["expr"] for g in doc["groups"] for r in g["rules"]}
 
 
+def edge_exposition(tmp_path: Path) -> str:
+    """What ``gridflex edge`` exports on /metrics (its registry, read from a runner)."""
+    settings = load_edge_settings(
+        None,
+        csms_id="c1",
+        state_dir=tmp_path / "edge",
+        ocpp={"port": 0},
+        sites=[{"id": "s1", "feeder": "f1", "cap_kw": 20.0, "stations": ["a1"]}],
+        stations=[{"id": "a1", "password": "pw-a1"}],
+    )
+    runner = EdgeRunner(settings, ManualClock(T0), EmbeddedUpstream(InProcessBus(), "c1"))
+    try:
+        return generate_latest(EdgeMetrics(runner).registry).decode()
+    finally:
+        runner.buffer.close()
+
+
 def test_the_dashboard_covers_what_operators_asked_for() -> None:
     exprs = dashboard_exprs()
     wanted = {
@@ -82,6 +108,8 @@ def test_the_dashboard_covers_what_operators_asked_for() -> None:
     alerts = alert_exprs()
     for name in ("LeaseAboutToExpire", "PlanFallback", "DeadLetters", "ConsumerLag"):
         assert f"Gridflex{name}" in alerts
+    for name in ("UpstreamLost", "Autonomous", "BufferFilling"):  # gridflex edge
+        assert f"GridflexEdge{name}" in alerts
 
 
 @pytest.mark.slow
@@ -118,7 +146,7 @@ def test_every_panel_and_alert_names_an_exported_metric(tmp_path: Path, influxdb
         stop.set()
         thread.join(30)
     assert not thread.is_alive()
-    exported = exported_names(str(scrape))
+    exported = exported_names(str(scrape)) | exported_names(edge_exposition(tmp_path))
     problems: list[str] = []
     for title, exprs in dashboard_exprs().items():
         names = set().union(*(named_metrics(e) for e in exprs))
