@@ -14,7 +14,9 @@ code and the ids concerned) and counts it in :attr:`FleetState.counters`. Applic
 idempotent and robust to the reorderings and replays Kafka produces:
 
 * a repeated message changes nothing (a start of the active session, a meter value not
-  newer than the last one, an end of an ended session, an old heartbeat);
+  newer than the last one, an end of an ended session, an old heartbeat); a *newer*
+  start of the active session revises its departure and energy request (the EV's needs
+  told after the start) — the newest wins, whatever the order;
 * meter values of one session may arrive in any order: the newest reading wins;
 * a session end seen before its start is remembered (bounded memory), so the late start
   is rejected instead of resurrecting the session;
@@ -230,12 +232,12 @@ class FleetState(SlotColumns):
             return foreign  # before anything else: a foreign claim must change nothing
         ts_s = msg.ts.timestamp()
         live = slot is not None and bool(self._active[slot])
-        if live and slot is not None and self.session_ids[slot] == msg.session_id:
-            return duplicate("same_session")
-        ended = (msg.evse_id, msg.session_id) in self._ended
-        # The later start wins; ties are broken by session id so that any order agrees.
         key = (ts_s, msg.session_id)
         latest = self._latest_start.get(msg.evse_id)
+        if live and slot is not None and self.session_ids[slot] == msg.session_id:
+            return self._revise(slot, msg, key, latest)
+        ended = (msg.evse_id, msg.session_id) in self._ended
+        # The later start wins; ties are broken by session id so that any order agrees.
         if latest is not None and key < latest:
             return reject("ended_session" if ended else "stale")
         self._latest_start[msg.evse_id] = key
@@ -274,6 +276,31 @@ class FleetState(SlotColumns):
         self.version += 1
         if msg.energy_kwh > msg.energy_requested_kwh + OVER_REQUEST_TOLERANCE_KWH:
             self.counters["over_request"] += 1
+        return APPLIED
+
+    def _revise(
+        self,
+        slot: int,
+        msg: SessionStarted,
+        key: tuple[float, str],
+        latest: tuple[float, str] | None,
+    ) -> ApplyResult:
+        """A newer start of the live session revises its departure and energy request
+        (the EV told its needs after the start: ISO 15118 NotifyEVChargingNeeds); the same
+        or an older one changes nothing."""
+        if latest is not None and key <= latest:
+            return duplicate("same_session")
+        self._latest_start[msg.evse_id] = key
+        row = self._table[slot]
+        departure_s = msg.departure.timestamp()
+        if (
+            row["departure_s"] == departure_s
+            and row["energy_requested_kwh"] == msg.energy_requested_kwh
+        ):
+            return duplicate("same_session")
+        row["departure_s"] = departure_s
+        row["energy_requested_kwh"] = msg.energy_requested_kwh
+        self.version += 1
         return APPLIED
 
     def _meter(self, msg: MeterValue) -> ApplyResult:

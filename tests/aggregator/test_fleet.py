@@ -649,3 +649,52 @@ def test_a_restored_session_keeps_its_cars_phases_and_minimum() -> None:
     with pytest.raises(InvalidInput) as exc:
         FleetState(TOPOLOGY).restore(bad)
     assert [(i.field, i.code) for i in exc.value.issues] == [("phase_w", "charge_profile")]
+
+
+# ---------------------------------------------------------- needs told after the start
+
+
+def test_a_newer_start_of_the_live_session_revises_its_departure_and_energy() -> None:
+    first = start(t=0, hours=8, requested=20.0)
+    revised = start(t=300, hours=3, requested=35.0)  # the EV's needs, told after the start
+    fleet = replay([first, meter(t=120, energy=1.0), revised])
+    slot = fleet.slot_of["E1"]
+    assert fleet.departure_s[slot] == revised.departure.timestamp()
+    assert fleet.energy_requested_kwh[slot] == 35.0
+    assert fleet.energy_kwh[slot] == 1.0  # the meter value stands
+    assert fleet.arrival_s[slot] == first.ts.timestamp()  # the same session, not a new one
+    version = fleet.version
+    assert fleet.apply(revised).outcome is ApplyOutcome.DUPLICATE  # again: nothing
+    assert fleet.apply(start(t=200, hours=9, requested=5.0)).outcome is ApplyOutcome.DUPLICATE
+    assert fleet.energy_requested_kwh[slot] == 35.0 and fleet.version == version  # older: no
+    # the other order: the revision first is the start; the older start changes nothing
+    other = replay([revised, first])
+    assert other.energy_requested_kwh[other.slot_of["E1"]] == 35.0
+    assert other.departure_s[other.slot_of["E1"]] == revised.departure.timestamp()
+
+
+@SETTINGS
+@given(streams(), st.lists(st.tuples(st.integers(1, 3000), st.floats(0, 80)), max_size=4))
+def test_revisions_are_idempotent_and_the_newest_wins(
+    stream: list[Telemetry], revisions: list[tuple[int, float]]
+) -> None:
+    starts = [m for m in stream if isinstance(m, SessionStarted)]
+    base = starts[0]
+    extra = [
+        base.model_copy(
+            update={
+                "ts": base.ts + timedelta(seconds=dt),
+                "energy_requested_kwh": kwh,
+                "departure": base.departure + timedelta(seconds=dt),
+            }
+        )
+        for dt, kwh in revisions
+    ]
+    once = replay([*stream, *extra])
+    twice = replay([*stream, *extra, *stream, *extra])
+    assert twice.snapshot() == once.snapshot()
+    slot = once.slot_of[base.evse_id]
+    if extra and once.session_ids[slot] == base.session_id:
+        newest = max(extra, key=lambda m: m.ts)
+        if newest.ts > base.ts:
+            assert once.energy_requested_kwh[slot] == newest.energy_requested_kwh

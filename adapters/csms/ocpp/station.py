@@ -95,6 +95,7 @@ class Session:
     released: bool = False
     opened_at: datetime | None = None  # edge clock (the station's clock may be skewed)
     held: list[BaseModel] = field(default_factory=list)
+    announced_at: datetime | None = None  # ``ts`` of the last SessionStarted sent upstream
 
 
 def _ts(value: Any) -> datetime:
@@ -261,10 +262,9 @@ class StationLink:
         if s is None:
             self._needs[evse_id] = needs  # ISO 15118 may tell its needs before the start
             return
-        if s.released:
-            self._count("needs_after_start")  # the core takes them at the start only
-            return
         self._apply_needs(s, needs)
+        if s.released:  # told after the start: a newer start of the session revises it
+            self._count("needs_after_start")
         self._release(s)
 
     def on_charging_limit(
@@ -317,7 +317,9 @@ class StationLink:
             s.max_power_kw = float(dc["ev_max_power"]) / 1000.0
 
     def _release(self, s: Session) -> None:
-        """Emit the held SessionStarted, then what waited behind it."""
+        """Emit the held SessionStarted, then what waited behind it (again, with a newer
+        ``ts``, when the EV tells its needs after the start: the core revises the live
+        session's departure and energy request)."""
         p = self.place
         departure = s.departure
         if departure is None or departure <= s.started_at:
@@ -328,8 +330,12 @@ class StationLink:
         max_kw = s.max_power_kw if s.max_power_kw and s.max_power_kw > 0 else p.max_power_kw
         elec = self.electrical()
         min_a = max(elec.min_current_a, s.min_current_a or 0.0)
+        ts = s.started_at  # a revision goes out newer than the last announcement
+        if s.announced_at is not None:
+            ts = max(self.clock(), s.announced_at + timedelta(milliseconds=1))
+        s.announced_at = ts
         start = SessionStarted(
-            ts=s.started_at,
+            ts=ts,
             phases=1 if elec.phases == 1 else 3,  # a 2-phase feed counts on every phase
             min_current_a=min(min_a, MAX_CURRENT_A),
             feeder_id=p.feeder_id,

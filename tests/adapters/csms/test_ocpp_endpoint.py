@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,6 +14,9 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from adapters.csms.ocpp.endpoint import OcppEndpoint, Outcome, Security
 from adapters.csms.ocpp.station import StationPlace
+from aggregator.fleet import ApplyOutcome, FleetState
+from aggregator.messages import SessionStarted
+from aggregator.topology import Feeder, Site, Topology
 from tests.adapters.csms.stations import SimStation, await_until, open_station
 
 
@@ -204,6 +207,59 @@ def test_a_station_that_hangs_holds_back_its_site_but_not_the_cycle() -> None:
         assert len(tx("a2")) == 1 and len(tx("b1")) == 2
         assert "a1" in ep._busy
         assert await ep.apply({"a1/1": 5.0, "a2/1": 9.0, "b1/1": 9.0}) == 0  # still held
+        await ep.stop()
+
+    asyncio.run(run())
+
+
+def test_needs_told_after_the_start_go_upstream_as_a_newer_start_of_the_session() -> None:
+    """ISO 15118 may tell departure and energy only after the transaction started (and
+    after the edge announced it with defaults): the edge announces the session again with
+    a newer ``ts`` and the EV's needs, which the core takes as a revision."""
+
+    async def run() -> None:
+        out: list[Any] = []
+        ep = _endpoint([], out)
+        port = await ep.start()
+        st, task = await open_station(f"ws://127.0.0.1:{port}/ocpp", "st1")
+        await st.boot(1)
+        await await_until(lambda: "st1" in ep.ready, 20, "setup")
+        await st.tx("Started", 1, "t1", 0.0, 0.0)
+
+        def starts() -> list[SessionStarted]:
+            ep.links["st1"].release_due(datetime.now(UTC))  # needs_wait_s=0: with defaults
+            return [m for m in out if isinstance(m, SessionStarted)]
+
+        await await_until(lambda: len(starts()) == 1, 20, "the first announcement")
+        departure = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=3)
+        await st.call(
+            call.NotifyEVChargingNeeds(
+                evse_id=1,
+                charging_needs={
+                    "requested_energy_transfer": "AC_three_phase",
+                    "departure_time": departure.isoformat(),
+                    "ac_charging_parameters": {
+                        "energy_amount": 25000,
+                        "ev_min_current": 6,
+                        "ev_max_current": 16,
+                        "ev_max_voltage": 400,
+                    },
+                },
+            )
+        )
+        await await_until(lambda: len(starts()) == 2, 20, "the revised announcement")
+        first, revised = starts()
+        assert revised.session_id == first.session_id == "t1"
+        assert revised.ts > first.ts
+        assert (revised.energy_requested_kwh, revised.departure) == (25.0, departure)
+        fleet = FleetState(
+            Topology((Feeder("f1", 100.0),), (Site("s1", "f1", 50.0, csms_id="c1"),))
+        )
+        assert fleet.apply(first).outcome is ApplyOutcome.APPLIED
+        assert fleet.apply(revised).outcome is ApplyOutcome.APPLIED  # revised, not new
+        slot = fleet.slot_of[first.evse_id]
+        assert fleet.energy_requested_kwh[slot] == 25.0
+        task.cancel()
         await ep.stop()
 
     asyncio.run(run())
