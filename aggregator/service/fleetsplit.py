@@ -182,6 +182,6 @@ def reserve_fraction(ratings_kw: Mapping[str, float], owned: Iterable[str]) -> f
     if not ratings_kw:
         return 0.0
     values = list(ratings_kw.values())
-    if all(math.isfinite(v) and v > 0 for v in values):
-        return sum(ratings_kw[f] for f in mine) / sum(values)
+    if all(math.isfinite(v) and v > 0 for v in values):  # ≤ 1 also after float rounding
+        return min(sum(ratings_kw[f] for f in mine) / sum(values), 1.0)
     return len(mine) / len(ratings_kw)
