@@ -37,6 +37,10 @@ HIGHS_ALGORITHMS = ("auto", "simplex", "ipm", "pdlp")
 # without a reserve simplex 8 s vs IPM 27 s; with a 1 000 kW reserve simplex > 120 s
 # (time limit) vs IPM 42 s.
 IPM_MIN_ENTRIES_WITH_RESERVE = 50_000
+# With the energy-reservoir rows (reservoir.py) interior point wins much earlier: CPU s of
+# the reservoir plan, simplex / IPM (benchmarks/reservoir.py, 2026-12-01): 6 600 entries
+# 2.3 / 3.1, 13 100 entries 12.8 / 7.4, 22 600 entries 58.8 / 16.4.
+IPM_MIN_ENTRIES_WITH_RESERVOIR = 10_000
 ROW_TOL = 1e-7  # a lazy row counts as violated past hi + ROW_TOL·max(1, |hi|)
 MAX_ROUNDS = 30  # rounds of row generation before every remaining row is added
 _banner_lock = threading.Lock()
@@ -147,7 +151,8 @@ class HighsSolver:
         lay = model.layout
         entries = lay.x.stop - lay.x.start
         big_reserve = lay.ru is not None and entries >= IPM_MIN_ENTRIES_WITH_RESERVE
-        return "ipm" if big_reserve else "simplex"
+        big_reservoir = lay.reservoir is not None and entries >= IPM_MIN_ENTRIES_WITH_RESERVOIR
+        return "ipm" if big_reserve or big_reservoir else "simplex"
 
     def _optimal(self) -> bool:
         import highspy

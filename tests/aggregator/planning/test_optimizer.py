@@ -387,7 +387,11 @@ def test_planner_writes_nothing_on_stdout() -> None:
 def test_auto_algorithm_takes_interior_point_for_large_plans_with_a_reserve() -> None:
     from aggregator.planning.fallback import index
     from aggregator.planning.lp import build_lp
-    from aggregator.planning.solvers import IPM_MIN_ENTRIES_WITH_RESERVE, HighsSolver
+    from aggregator.planning.solvers import (
+        IPM_MIN_ENTRIES_WITH_RESERVE,
+        IPM_MIN_ENTRIES_WITH_RESERVOIR,
+        HighsSolver,
+    )
 
     solver = HighsSolver(time_limit_s=10.0)
     big = request(n=4000, steps=48, sites=20, reserve=10.0)
@@ -397,6 +401,14 @@ def test_auto_algorithm_takes_interior_point_for_large_plans_with_a_reserve() ->
     assert solver.algorithm_for(build_lp(no_reserve, index(no_reserve))) == "simplex"
     small = request(n=30, steps=12, reserve=10.0)
     assert solver.algorithm_for(build_lp(small, index(small))) == "simplex"
+    # with the energy-reservoir rows interior point wins from far smaller plans
+    mid = request(n=1500, steps=24, sites=10, reserve=10.0)
+    assert IPM_MIN_ENTRIES_WITH_RESERVOIR <= index(mid).size < IPM_MIN_ENTRIES_WITH_RESERVE
+    assert solver.algorithm_for(build_lp(mid, index(mid))) == "simplex"
+    held = dataclasses.replace(mid, reservoir_s=900.0)
+    assert solver.algorithm_for(build_lp(held, index(held))) == "ipm"
+    little = dataclasses.replace(small, reservoir_s=900.0)
+    assert solver.algorithm_for(build_lp(little, index(little))) == "simplex"
 
 
 @pytest.mark.parametrize("algorithm", ["ipm", "simplex"])
