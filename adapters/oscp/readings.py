@@ -7,20 +7,19 @@ sees half an update. Per site, feeder (by id) and ``"fleet"``:
 * ``measured_kw`` — measured net import of the live sessions
   (``Service.measured_power_kw``, :func:`aggregator.service.views.measured_power_kw`);
 * ``required_kw`` — what the live sessions that still need energy would draw unhindered:
-  the sum of their maximum power. The plan itself never exceeds a cap in force, so the
-  sessions' own maximum is what tells that a capacity is short (the AdjustGroupCapacity
-  rule: required > capacity of the block in force).
+  the sum of their maximum power (:func:`aggregator.service.views.required_power_kw`).
+  The plan itself never exceeds a cap in force, so the sessions' own maximum is what tells
+  that a capacity is short (the AdjustGroupCapacity rule: required > capacity of the
+  block in force).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
+from aggregator.service.views import required_power_kw
 
 __all__ = ["FleetReadings"]
-
-_NEED_KWH = 0.01  # a session within this of its request needs nothing more
 
 
 class FleetReadings:
@@ -41,16 +40,5 @@ class FleetReadings:
         if service is None:
             self._measured, self._required = {}, {}
             return
-        fleet, topo = service.fleet, service.topology
-        n = fleet.n_slots
-        needs = fleet.active[:n] & (
-            fleet.energy_requested_kwh[:n] - fleet.energy_kwh[:n] > _NEED_KWH
-        )
-        want = np.where(needs, np.maximum(fleet.max_power_kw[:n], 0.0), 0.0)
-        site = np.bincount(fleet.site[:n], weights=want, minlength=topo.n_sites)
-        feeder = np.bincount(topo.site_feeder, weights=site, minlength=topo.n_feeders)
-        required = {s.site_id: float(site[i]) for i, s in enumerate(topo.sites)}
-        required.update({f.feeder_id: float(feeder[i]) for i, f in enumerate(topo.feeders)})
-        required["fleet"] = float(site.sum())
         self._measured = service.measured_power_kw()
-        self._required = required
+        self._required = required_power_kw(service.fleet, service.topology)

@@ -56,6 +56,7 @@ from typing import Any
 
 import structlog
 
+from adapters.dso.intake import FLEET_KEY
 from adapters.stream.settings import KafkaSettings
 from aggregator.limits import DsoLimit
 from aggregator.messages import (
@@ -88,7 +89,6 @@ log = structlog.get_logger("gridflex.fleet")
 
 ALL_TIME_START = datetime(2000, 1, 1, tzinfo=UTC)
 ALL_TIME_END = datetime(9999, 1, 1, tzinfo=UTC)
-FLEET_KEY = "fleet"
 _REPORT_TYPE = "fleet_demand"
 
 

@@ -15,7 +15,14 @@ from aggregator.fleet import FleetState
 from aggregator.service.frame import Frame
 from aggregator.topology import Topology
 
-__all__ = ["DispatchOutcome", "feeder_demand_kw", "feeder_headroom_kw", "measured_power_kw"]
+__all__ = [
+    "DispatchOutcome",
+    "feeder_demand_kw",
+    "feeder_headroom_kw",
+    "measured_power_kw",
+    "per_target_kw",
+    "required_power_kw",
+]
 
 
 @dataclass(frozen=True)
@@ -29,16 +36,32 @@ class DispatchOutcome:
     elapsed_s: float
 
 
-def measured_power_kw(fleet: FleetState, topo: Topology) -> dict[str, float]:
-    """Measured power of the live sessions per site, feeder (by id) and ``"fleet"``."""
+def per_target_kw(
+    fleet: FleetState, topo: Topology, per_slot_kw: NDArray[np.float64]
+) -> dict[str, float]:
+    """``per_slot_kw`` (one value per slot, 0 where it should not count) summed per site,
+    feeder (by id) and ``"fleet"``: the one door for the views below."""
     n = fleet.n_slots
-    live = np.where(fleet.active[:n], fleet.power_kw[:n], 0.0)
-    site = np.bincount(fleet.site[:n], weights=live, minlength=topo.n_sites)
+    site = np.bincount(fleet.site[:n], weights=per_slot_kw, minlength=topo.n_sites)
     feeder = np.bincount(topo.site_feeder, weights=site, minlength=topo.n_feeders)
     kw = {s.site_id: float(site[i]) for i, s in enumerate(topo.sites)}
     kw.update({fd.feeder_id: float(feeder[i]) for i, fd in enumerate(topo.feeders)})
     kw["fleet"] = float(site.sum())
     return kw
+
+
+def measured_power_kw(fleet: FleetState, topo: Topology) -> dict[str, float]:
+    """Measured power of the live sessions per site, feeder (by id) and ``"fleet"``."""
+    n = fleet.n_slots
+    return per_target_kw(fleet, topo, np.where(fleet.active[:n], fleet.power_kw[:n], 0.0))
+
+
+def required_power_kw(fleet: FleetState, topo: Topology) -> dict[str, float]:
+    """What the live sessions that still need energy (more than 10 Wh) would draw
+    unhindered — Σ their maximum power — per site, feeder (by id) and ``"fleet"``."""
+    n = fleet.n_slots
+    needs = fleet.active[:n] & (fleet.energy_requested_kwh[:n] - fleet.energy_kwh[:n] > 0.01)
+    return per_target_kw(fleet, topo, np.where(needs, np.maximum(fleet.max_power_kw[:n], 0.0), 0.0))
 
 
 def feeder_headroom_kw(frame: Frame | None, topo: Topology) -> dict[str, float]:
@@ -58,7 +81,5 @@ def feeder_demand_kw(fleet: FleetState, topo: Topology) -> dict[str, float]:
     """Per feeder, what its live sessions could draw: Σ their maximum power, at most the
     feeder's rating (what a fleet splitter shares the fleet cap by)."""
     n = fleet.n_slots
-    most = np.where(fleet.active[:n], fleet.max_power_kw[:n], 0.0)
-    site = np.bincount(fleet.site[:n], weights=most, minlength=topo.n_sites)
-    feeder = np.bincount(topo.site_feeder, weights=site, minlength=topo.n_feeders)
-    return {fd.feeder_id: float(min(feeder[i], fd.limit_kw)) for i, fd in enumerate(topo.feeders)}
+    most = per_target_kw(fleet, topo, np.where(fleet.active[:n], fleet.max_power_kw[:n], 0.0))
+    return {fd.feeder_id: min(most[fd.feeder_id], fd.limit_kw) for fd in topo.feeders}
